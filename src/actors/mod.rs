@@ -1,0 +1,106 @@
+//! The actors that run uploads: `TaskRegistry` (task state, the only
+//! writer), `UploadSupervisor` (queue, concurrency, retries) and one
+//! `UploadWorker` per attempt. `Actors` is the handle the API holds.
+
+pub mod registry;
+pub mod supervisor;
+pub mod worker;
+
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef, RpcReplyPort};
+use tokio::sync::broadcast;
+
+use crate::error::AppError;
+use crate::sources::huggingface::HfHub;
+use crate::store::files::ModelFiles;
+use crate::store::{Store, UploadTask};
+pub use registry::{RegistryArgs, RegistryMsg, TaskRegistry};
+pub use supervisor::SupervisorMsg;
+
+/// What workers need to do their job: the database, the model store's
+/// layout, and the upstream clients.
+pub struct Fetchers {
+    pub store: Store,
+    pub files: ModelFiles,
+    pub hub: HfHub,
+}
+
+/// The running actor system, as the API and shutdown see it.
+#[derive(Clone)]
+pub struct Actors {
+    pub registry: ActorRef<RegistryMsg>,
+    events: broadcast::Sender<UploadTask>,
+}
+
+/// How long the API waits for the registry before answering 500.
+const ASK_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Actors {
+    /// Starts the registry (which starts the supervisor and resumes
+    /// unfinished tasks).
+    pub async fn start(args: RegistryArgs) -> anyhow::Result<Self> {
+        let events = args.events.clone();
+        let (registry, _) = Actor::spawn(None, TaskRegistry, args).await?;
+        Ok(Self { registry, events })
+    }
+
+    /// A new broadcast channel for task events, sized for a burst of progress.
+    pub fn event_channel() -> broadcast::Sender<UploadTask> {
+        broadcast::channel(1024).0
+    }
+
+    /// Every change of every task from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<UploadTask> {
+        self.events.subscribe()
+    }
+
+    /// Sends a request to the registry and waits for its answer.
+    pub async fn ask<T: Send + 'static>(
+        &self,
+        message: impl FnOnce(RpcReplyPort<Result<T, AppError>>) -> RegistryMsg,
+    ) -> Result<T, AppError> {
+        match self.registry.call(message, Some(ASK_TIMEOUT)).await {
+            Ok(ractor::rpc::CallResult::Success(answer)) => answer,
+            Ok(_) => Err(AppError::internal(
+                "the task registry did not answer in time",
+            )),
+            Err(e) => Err(AppError::internal(format!(
+                "the task registry is not running: {e}"
+            ))),
+        }
+    }
+
+    /// Whether the registry is alive.
+    pub fn is_running(&self) -> bool {
+        self.registry.get_status() == ractor::ActorStatus::Running
+    }
+
+    /// Graceful stop: running workers stop at a resumable point (partial
+    /// files kept, tasks left unfinished in the database for the next
+    /// start), progress is persisted, then the actors stop. Bounded by `within`.
+    pub async fn shutdown(&self, within: Duration) {
+        let drained = async {
+            let supervisor = self
+                .registry
+                .call(|reply| RegistryMsg::Supervisor { reply }, Some(within))
+                .await;
+            if let Ok(ractor::rpc::CallResult::Success(supervisor)) = supervisor {
+                let _ = supervisor.call(SupervisorMsg::Drain, Some(within)).await;
+            }
+            let _ = self
+                .registry
+                .call(
+                    |reply| RegistryMsg::Flush { reply: Some(reply) },
+                    Some(within),
+                )
+                .await;
+        };
+        if tokio::time::timeout(within, drained).await.is_err() {
+            tracing::warn!(
+                "workers did not stop in time; unfinished tasks resume at the next start"
+            );
+        }
+        self.registry.stop(None);
+    }
+}

@@ -1,0 +1,114 @@
+//! Errors as the HTTP contract shows them: every non-2xx answer is JSON
+//! `{code, message}`. `ApiError` documents the error answers of every
+//! operation in the OpenAPI document; `render_error` turns whatever else
+//! poem raises (a body that does not parse, a malformed UUID, an unknown
+//! route) into the same shape, with 422 `VALIDATION_ERROR` for bad input.
+
+use poem::http::StatusCode;
+use poem::{IntoResponse, Response};
+use poem_openapi::ApiResponse;
+use poem_openapi::payload::Json;
+
+use super::objects::ErrorBody;
+use crate::error::{AppError, ErrorCode};
+
+/// The error answers an operation can give.
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// The input cannot be used: an invalid repo id, GitHub URL or archive.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `VECTORIZE_API_KEY` is set and the request lacks `Authorization: Bearer <key>`.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// No such task or model here, or no such repository or revision upstream.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The model exists, an upload of it is in flight (`Location` names its
+    /// task), or the task has already ended.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>, #[oai(header = "Location")] Option<String>),
+    /// The request body is larger than `VECTORIZE_MAX_UPLOAD_BYTES`.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// Malformed JSON, a missing or empty field, a malformed UUID or query parameter.
+    #[oai(status = 422)]
+    Validation(Json<ErrorBody>),
+    /// An unexpected error; the detail is in the server's log.
+    #[oai(status = 500)]
+    Server(Json<ErrorBody>),
+    /// Hugging Face or GitHub could not be reached or answered with an error.
+    #[oai(status = 502)]
+    Upstream(Json<ErrorBody>),
+}
+
+impl From<AppError> for ApiError {
+    fn from(err: AppError) -> Self {
+        let body = Json(ErrorBody {
+            code: err.code.as_str().to_string(),
+            message: err.message,
+        });
+        match err.code.status().as_u16() {
+            400 => ApiError::BadRequest(body),
+            401 => ApiError::Unauthorized(body),
+            404 => ApiError::NotFound(body),
+            409 => ApiError::Conflict(body, err.location),
+            413 => ApiError::PayloadTooLarge(body),
+            422 => ApiError::Validation(body),
+            502 => ApiError::Upstream(body),
+            _ => ApiError::Server(body),
+        }
+    }
+}
+
+/// A JSON error response outside any operation.
+pub fn error_response(code: ErrorCode, message: impl Into<String>) -> Response {
+    ApiError::from(AppError::new(code, message)).into_response()
+}
+
+/// The last word on every error poem raises: answers that are already in
+/// the contract's shape pass through; the rest are put into it.
+pub async fn render_error(err: poem::Error) -> Response {
+    let message = err.to_string();
+    let status = err.status();
+    let response = err.into_response();
+    let is_json = response
+        .headers()
+        .get(poem::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    match status {
+        StatusCode::BAD_REQUEST
+        | StatusCode::UNPROCESSABLE_ENTITY
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE => error_response(
+            ErrorCode::ValidationError,
+            format!("the request is not valid: {message}"),
+        ),
+        StatusCode::NOT_FOUND => error_response(
+            ErrorCode::NotFound,
+            "there is nothing at this path; see /docs for the routes",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let mut response = error_response(
+                ErrorCode::NotFound,
+                "this path does not accept that method; see /docs",
+            );
+            response.set_status(StatusCode::METHOD_NOT_ALLOWED);
+            response
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            error_response(ErrorCode::PayloadTooLarge, "the request body is too large")
+        }
+        StatusCode::UNAUTHORIZED => error_response(ErrorCode::Unauthorized, message),
+        _ => {
+            tracing::error!(%status, error = %message, "unhandled error");
+            error_response(
+                ErrorCode::ServerError,
+                "the server hit an unexpected error; it has been logged",
+            )
+        }
+    }
+}

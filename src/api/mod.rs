@@ -1,0 +1,169 @@
+//! The HTTP front end: turns requests into registry messages and store
+//! reads, and answers in the shapes of API.md. One `#[OpenApi]` struct per
+//! tag (uploads, tasks, models), merged here with `/health`, `/metrics`,
+//! `/docs` and `/openapi.json`. No business rules beyond input validation.
+
+pub mod auth;
+pub mod errors;
+pub mod models;
+pub mod objects;
+pub mod tasks;
+pub mod uploads;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use poem::http::StatusCode;
+use poem::web::Json;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler};
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::actors::{Actors, RegistryMsg};
+use crate::config::Config;
+use crate::error::AppError;
+use crate::sources::huggingface::HfHub;
+use crate::store::files::ModelFiles;
+use crate::store::{Store, UploadTask};
+
+/// What every handler can reach.
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub files: ModelFiles,
+    pub hub: HfHub,
+    pub actors: Actors,
+}
+
+impl AppState {
+    /// 409 when the model is stored already or an upload of it is in flight.
+    pub(crate) async fn refuse_duplicate(&self, task: &UploadTask) -> Result<(), AppError> {
+        let stored = self
+            .store
+            .find_model(task.source, &task.model_tag)
+            .await
+            .map_err(AppError::internal)?;
+        if stored.is_some() {
+            return Err(AppError::new(
+                crate::error::ErrorCode::ModelAlreadyExists,
+                format!(
+                    "model '{}' ({}) already exists",
+                    task.model_tag,
+                    task.source.as_str()
+                ),
+            ));
+        }
+        let probe = Box::new(task.clone());
+        match self
+            .actors
+            .ask(|reply| RegistryMsg::FindInFlight { task: probe, reply })
+            .await?
+        {
+            Some(running) => Err(crate::actors::registry::upload_in_progress(&running)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Bring models into the store.
+    Uploads,
+    /// Follow and cancel background uploads.
+    Tasks,
+    /// The models in the store.
+    Models,
+}
+
+/// The OpenAPI service of every `/v1` route.
+pub fn openapi(
+    state: Arc<AppState>,
+) -> OpenApiService<(uploads::UploadsApi, tasks::TasksApi, models::ModelsApi), ()> {
+    OpenApiService::new(
+        (
+            uploads::UploadsApi {
+                state: state.clone(),
+            },
+            tasks::TasksApi {
+                state: state.clone(),
+            },
+            models::ModelsApi { state },
+        ),
+        "vectorize",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Brings AI models into a local model store from the Hugging Face Hub, GitHub and ZIP \
+         archives, and tracks every remote upload as a background task.",
+    )
+}
+
+/// The whole application as one endpoint.
+pub fn routes(state: Arc<AppState>) -> impl Endpoint {
+    let api = openapi(state.clone());
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    Route::new()
+        .nest("/", api)
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .at("/health", get(health))
+        .at("/metrics", get(metrics))
+        .data(state.clone())
+        .with(auth::RequireApiKey(state.config.api_key.clone()))
+        .around(observe)
+        .catch_all_error(errors::render_error)
+}
+
+/// Counts every request by route and status, and times it.
+async fn observe<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
+    let started = Instant::now();
+    let result = next.call(req).await.map(IntoResponse::into_response);
+    let (route, status) = match &result {
+        Ok(resp) => (
+            resp.data::<poem_openapi::OperationId>().map(|o| o.0),
+            resp.status(),
+        ),
+        Err(err) => (
+            err.data::<poem_openapi::OperationId>().map(|o| o.0),
+            err.status(),
+        ),
+    };
+    crate::metrics::observe_request(route.unwrap_or("other"), status.as_u16(), started.elapsed());
+    result
+}
+
+/// 200 once the database answers and the actors run; 503 otherwise.
+#[handler]
+async fn health(state: poem::web::Data<&Arc<AppState>>) -> Response {
+    if state.actors.is_running() && state.store.ping().await {
+        Json(serde_json::json!({"status": "ok"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable"})),
+        )
+            .into_response()
+    }
+}
+
+/// Prometheus text format.
+#[handler]
+async fn metrics(state: poem::web::Data<&Arc<AppState>>) -> Response {
+    let counts = state
+        .store
+        .count_tasks_by_status()
+        .await
+        .unwrap_or_default();
+    let tasks: Vec<(&str, u64)> = crate::store::TaskStatus::ALL
+        .iter()
+        .map(|s| {
+            (
+                s.as_str(),
+                counts.iter().find(|(c, _)| c == s).map_or(0, |(_, n)| *n),
+            )
+        })
+        .collect();
+    crate::metrics::render(&tasks)
+        .with_content_type("text/plain; version=0.0.4")
+        .into_response()
+}

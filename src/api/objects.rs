@@ -1,0 +1,223 @@
+//! The objects of the HTTP contract (API.md), as poem-openapi types, and
+//! their conversions from store records. Nothing here touches the database.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{Enum, Object};
+use uuid::Uuid;
+
+use crate::store::{self, ModelRecord, UploadTask};
+
+/// The body of every error answer.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorBody {
+    /// Machine-readable error code, e.g. `MODEL_ALREADY_EXISTS`.
+    pub code: String,
+    /// What went wrong, in a sentence a person can act on.
+    pub message: String,
+}
+
+/// The status of an upload task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskStatus {
+    Pending,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+/// Where a model comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Source {
+    Huggingface,
+    Github,
+    Local,
+}
+
+impl From<store::TaskStatus> for TaskStatus {
+    fn from(status: store::TaskStatus) -> Self {
+        match status {
+            store::TaskStatus::Pending => Self::Pending,
+            store::TaskStatus::Running => Self::Running,
+            store::TaskStatus::Done => Self::Done,
+            store::TaskStatus::Failed => Self::Failed,
+            store::TaskStatus::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+impl From<TaskStatus> for store::TaskStatus {
+    fn from(status: TaskStatus) -> Self {
+        match status {
+            TaskStatus::Pending => Self::Pending,
+            TaskStatus::Running => Self::Running,
+            TaskStatus::Done => Self::Done,
+            TaskStatus::Failed => Self::Failed,
+            TaskStatus::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+impl From<store::Source> for Source {
+    fn from(source: store::Source) -> Self {
+        match source {
+            store::Source::Huggingface => Self::Huggingface,
+            store::Source::Github => Self::Github,
+            store::Source::Local => Self::Local,
+        }
+    }
+}
+
+impl From<Source> for store::Source {
+    fn from(source: Source) -> Self {
+        match source {
+            Source::Huggingface => Self::Huggingface,
+            Source::Github => Self::Github,
+            Source::Local => Self::Local,
+        }
+    }
+}
+
+/// Bytes and files moved by the running attempt.
+#[derive(Debug, Clone, Object)]
+pub struct Progress {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub files_done: u64,
+    pub files_total: u64,
+}
+
+/// A background upload task.
+#[derive(Debug, Clone, Object)]
+pub struct Task {
+    pub id: Uuid,
+    /// `{repo_id}@{revision}` or `{owner}/{repo}@{revision}`.
+    pub model_tag: String,
+    pub source: Source,
+    pub task_status: TaskStatus,
+    /// Why the task failed; set once it is FAILED.
+    #[oai(nullable)]
+    pub error_msg: Option<String>,
+    /// Attempts started so far (at most 4).
+    pub attempts: u32,
+    pub progress: Progress,
+    /// The model this task stored; set once it is DONE.
+    #[oai(nullable)]
+    pub model_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[oai(nullable)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<UploadTask> for Task {
+    fn from(task: UploadTask) -> Self {
+        Self {
+            id: task.task_id,
+            model_tag: task.model_tag,
+            source: task.source.into(),
+            task_status: task.task_status.into(),
+            error_msg: task.error_msg,
+            attempts: task.attempts,
+            progress: Progress {
+                bytes_done: task.progress.bytes_done,
+                bytes_total: task.progress.bytes_total,
+                files_done: task.progress.files_done,
+                files_total: task.progress.files_total,
+            },
+            model_id: task.model_id,
+            created_at: task.created_at,
+            updated_at: task.updated_at,
+            started_at: task.started_at,
+            finished_at: task.finished_at,
+        }
+    }
+}
+
+/// A page of tasks, newest first.
+#[derive(Debug, Clone, Object)]
+pub struct TaskList {
+    pub items: Vec<Task>,
+    /// Tasks matching the filter, over all pages.
+    pub total: u64,
+}
+
+/// One file of a model.
+#[derive(Debug, Clone, Object)]
+pub struct ModelFile {
+    /// Relative to the model's `path`.
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// A model in the store.
+#[derive(Debug, Clone, Object)]
+pub struct Model {
+    pub id: Uuid,
+    pub model_tag: String,
+    pub name: String,
+    pub source: Source,
+    /// Null for local uploads.
+    #[oai(nullable)]
+    pub revision: Option<String>,
+    /// Null for local uploads.
+    #[oai(nullable)]
+    pub commit_sha: Option<String>,
+    /// The folder holding the files, relative to the data dir.
+    pub path: String,
+    pub size_bytes: u64,
+    pub files: Vec<ModelFile>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<ModelRecord> for Model {
+    fn from(model: ModelRecord) -> Self {
+        Self {
+            id: model.model_id,
+            model_tag: model.model_tag,
+            name: model.name,
+            source: model.source.into(),
+            revision: model.revision,
+            commit_sha: model.commit_sha,
+            path: model.path,
+            size_bytes: model.size_bytes,
+            files: model
+                .files
+                .into_iter()
+                .map(|f| ModelFile {
+                    path: f.path,
+                    size: f.size,
+                    sha256: f.sha256,
+                })
+                .collect(),
+            created_at: model.created_at,
+            updated_at: model.updated_at,
+        }
+    }
+}
+
+/// A page of models, newest first.
+#[derive(Debug, Clone, Object)]
+pub struct ModelList {
+    pub items: Vec<Model>,
+    pub total: u64,
+}
+
+/// `POST /v1/upload/huggingface`.
+#[derive(Debug, Clone, Object)]
+pub struct HuggingFaceUpload {
+    /// A Hugging Face repo id: `name` or `namespace/name`.
+    #[oai(validator(min_length = 1))]
+    pub model_tag: String,
+    /// Branch, tag or commit; empty or missing means `main`.
+    pub revision: Option<String>,
+    /// Glob patterns of the files to fetch; default
+    /// `["*.safetensors", "*.json", "*.txt", "*.model"]`.
+    pub allow_patterns: Option<Vec<String>>,
+}

@@ -1,0 +1,205 @@
+//! The task routes: status, list, cancel, and the event stream. They ask
+//! the registry, which merges the live progress of running tasks.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::{ApiResponse, OpenApi};
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use super::auth::ApiKeyAuth;
+use super::errors::ApiError;
+use super::objects::{Source, Task, TaskList, TaskStatus};
+use super::{ApiTags, AppState};
+use crate::actors::{Actors, RegistryMsg};
+use crate::error::{AppError, ErrorCode};
+use crate::store::{TaskFilter, UploadTask};
+
+#[derive(ApiResponse)]
+pub enum TaskFound {
+    /// The task.
+    #[oai(status = 200)]
+    Ok(Json<Task>),
+}
+
+#[derive(ApiResponse)]
+pub enum TaskPage {
+    /// A page of tasks, newest first.
+    #[oai(status = 200)]
+    Ok(Json<TaskList>),
+}
+
+#[derive(ApiResponse)]
+pub enum TaskEvents {
+    /// Server-sent events: an event `task` carrying the task at each change,
+    /// ending after a terminal state.
+    #[oai(status = 200)]
+    Ok(EventStream<BoxStream<'static, Task>>),
+}
+
+pub struct TasksApi {
+    pub state: Arc<AppState>,
+}
+
+#[OpenApi(tag = "ApiTags::Tasks")]
+impl TasksApi {
+    /// Get an upload task
+    #[oai(
+        path = "/v1/upload/tasks/:task_id",
+        method = "get",
+        operation_id = "get_task"
+    )]
+    async fn get_task(
+        &self,
+        _auth: ApiKeyAuth,
+        task_id: Path<Uuid>,
+    ) -> Result<TaskFound, ApiError> {
+        let task = find_task(&self.state.actors, task_id.0).await?;
+        Ok(TaskFound::Ok(Json(task.into())))
+    }
+
+    /// List upload tasks
+    ///
+    /// Newest first, optionally filtered by status and source.
+    #[oai(path = "/v1/upload/tasks", method = "get", operation_id = "list_tasks")]
+    async fn list_tasks(
+        &self,
+        _auth: ApiKeyAuth,
+        status: Query<Option<TaskStatus>>,
+        source: Query<Option<Source>>,
+        /// Page size, 1–1000.
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "1000"))
+        )]
+        limit: Query<u32>,
+        /// Tasks to skip.
+        #[oai(default)]
+        offset: Query<u32>,
+    ) -> Result<TaskPage, ApiError> {
+        let filter = TaskFilter {
+            status: status.0.map(Into::into),
+            source: source.0.map(Into::into),
+            limit: limit.0,
+            offset: offset.0,
+        };
+        let (items, total) = self
+            .state
+            .actors
+            .ask(|reply| RegistryMsg::List { filter, reply })
+            .await?;
+        Ok(TaskPage::Ok(Json(TaskList {
+            items: items.into_iter().map(Into::into).collect(),
+            total,
+        })))
+    }
+
+    /// Cancel an upload task
+    ///
+    /// Stops a PENDING or RUNNING task and removes its partial files; the
+    /// answer comes once they are gone.
+    #[oai(
+        path = "/v1/upload/tasks/:task_id",
+        method = "delete",
+        operation_id = "cancel_task"
+    )]
+    async fn cancel_task(
+        &self,
+        _auth: ApiKeyAuth,
+        task_id: Path<Uuid>,
+    ) -> Result<TaskFound, ApiError> {
+        let id = task_id.0;
+        let task = self
+            .state
+            .actors
+            .ask(|reply| RegistryMsg::Cancel { id, reply })
+            .await?;
+        Ok(TaskFound::Ok(Json(task.into())))
+    }
+
+    /// Follow an upload task
+    ///
+    /// A `text/event-stream` of `task` events, one at each change (a few a
+    /// second at most), ending after the task reaches a terminal state.
+    #[oai(
+        path = "/v1/upload/tasks/:task_id/events",
+        method = "get",
+        operation_id = "task_events"
+    )]
+    async fn task_events(
+        &self,
+        _auth: ApiKeyAuth,
+        task_id: Path<Uuid>,
+    ) -> Result<TaskEvents, ApiError> {
+        let actors = self.state.actors.clone();
+        // Subscribe before reading the task, so no change falls in between.
+        let changes = actors.subscribe();
+        let current = find_task(&actors, task_id.0).await?;
+        let stream = task_changes(actors, changes, current)
+            .map(Task::from)
+            .boxed();
+        let events = EventStream::new(stream)
+            .to_event(|task| {
+                let data = serde_json::to_string(&poem_openapi::types::ToJSON::to_json(&task))
+                    .unwrap_or_default();
+                poem::web::sse::Event::message(data).event_type("task")
+            })
+            .keep_alive(std::time::Duration::from_secs(15));
+        Ok(TaskEvents::Ok(events))
+    }
+}
+
+fn default_limit() -> u32 {
+    100
+}
+
+async fn find_task(actors: &Actors, id: Uuid) -> Result<UploadTask, AppError> {
+    actors
+        .ask(|reply| RegistryMsg::Get { id, reply })
+        .await?
+        .ok_or_else(|| AppError::new(ErrorCode::NotFound, format!("no task has the id {id}")))
+}
+
+/// The task as it is now, then each change of it, ending after a terminal state.
+fn task_changes(
+    actors: Actors,
+    changes: tokio::sync::broadcast::Receiver<UploadTask>,
+    current: UploadTask,
+) -> impl futures_util::Stream<Item = UploadTask> {
+    let id = current.task_id;
+    futures_util::stream::unfold(
+        (Some(current), changes, false),
+        move |(next, mut changes, ended)| {
+            let actors = actors.clone();
+            async move {
+                if ended {
+                    return None;
+                }
+                if let Some(task) = next {
+                    let ended = task.task_status.is_terminal();
+                    return Some((task, (None, changes, ended)));
+                }
+                loop {
+                    match changes.recv().await {
+                        Ok(task) if task.task_id == id => {
+                            let ended = task.task_status.is_terminal();
+                            return Some((task, (None, changes, ended)));
+                        }
+                        Ok(_) => continue,
+                        // Fell behind a burst of changes: send the task as it is now.
+                        Err(RecvError::Lagged(_)) => {
+                            let task = find_task(&actors, id).await.ok()?;
+                            let ended = task.task_status.is_terminal();
+                            return Some((task, (None, changes, ended)));
+                        }
+                        Err(RecvError::Closed) => return None,
+                    }
+                }
+            }
+        },
+    )
+}

@@ -1,0 +1,139 @@
+//! `POST /v1/upload/huggingface`: validates the request, answers 409 for a
+//! model that exists or is in flight, checks the repository on the hub,
+//! then registers a PENDING task and answers 201 with its `Location`.
+
+use std::sync::Arc;
+
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi};
+
+use super::auth::ApiKeyAuth;
+use super::errors::ApiError;
+use super::objects::{HuggingFaceUpload, Task};
+use super::{ApiTags, AppState};
+use crate::actors::RegistryMsg;
+use crate::error::{AppError, ErrorCode};
+use crate::sources::SourceError;
+use crate::sources::huggingface::HfRepoId;
+use crate::store::{Source, UploadRequest, UploadTask};
+
+/// Patterns fetched when a request names none.
+pub const DEFAULT_ALLOW_PATTERNS: [&str; 4] = ["*.safetensors", "*.json", "*.txt", "*.model"];
+
+/// The answer to an accepted remote upload.
+#[derive(ApiResponse)]
+pub enum TaskCreated {
+    /// The task is stored as PENDING and will run in the background;
+    /// `Location` is where to follow it.
+    #[oai(status = 201)]
+    Created(Json<Task>, #[oai(header = "Location")] String),
+}
+
+impl TaskCreated {
+    fn new(task: UploadTask) -> Self {
+        let location = format!("/v1/upload/tasks/{}", task.task_id);
+        TaskCreated::Created(Json(task.into()), location)
+    }
+}
+
+pub struct UploadsApi {
+    pub state: Arc<AppState>,
+}
+
+#[OpenApi(tag = "ApiTags::Uploads")]
+impl UploadsApi {
+    /// Upload a model from the Hugging Face Hub
+    ///
+    /// Checks the repository and revision on the hub, then downloads the
+    /// files matching `allow_patterns` in the background into the Hugging
+    /// Face cache layout. Follow the task at the `Location` it answers.
+    #[oai(
+        path = "/v1/upload/huggingface",
+        method = "post",
+        operation_id = "upload_huggingface"
+    )]
+    async fn upload_huggingface(
+        &self,
+        _auth: ApiKeyAuth,
+        body: Json<HuggingFaceUpload>,
+    ) -> Result<TaskCreated, ApiError> {
+        let body = body.0;
+        let repo = HfRepoId::parse(body.model_tag.trim())
+            .map_err(|m| AppError::new(ErrorCode::InvalidModelTag, m))?;
+        let revision = non_empty(body.revision).unwrap_or_else(|| "main".into());
+        if revision.len() > 255
+            || revision
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(AppError::new(
+                ErrorCode::InvalidModelTag,
+                format!("'{revision}' is not a branch, tag or commit name"),
+            )
+            .into());
+        }
+        let allow_patterns = match body.allow_patterns {
+            None => DEFAULT_ALLOW_PATTERNS
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+            Some(patterns) => check_patterns(patterns)?,
+        };
+        let model_tag = format!("{}@{revision}", repo.as_str());
+        let task = UploadTask::new(
+            Source::Huggingface,
+            model_tag,
+            UploadRequest {
+                repo: repo.as_str().to_string(),
+                revision: revision.clone(),
+                allow_patterns,
+            },
+        );
+        self.state.refuse_duplicate(&task).await?;
+        self.state
+            .hub
+            .check_access(&repo, &revision)
+            .await
+            .map_err(|e| match e {
+                SourceError::Transient(m) => AppError::new(
+                    ErrorCode::UpstreamError,
+                    format!("the Hugging Face Hub could not be asked: {m}"),
+                ),
+                SourceError::Permanent(m) => AppError::new(ErrorCode::NotFound, m),
+                SourceError::Cancelled => AppError::internal("a hub check was cancelled"),
+            })?;
+        let task = self
+            .state
+            .actors
+            .ask(|reply| RegistryMsg::Submit {
+                task: Box::new(task),
+                reply,
+            })
+            .await?;
+        Ok(TaskCreated::new(task))
+    }
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn check_patterns(patterns: Vec<String>) -> Result<Vec<String>, AppError> {
+    if patterns.is_empty() || patterns.iter().any(|p| p.trim().is_empty()) {
+        return Err(AppError::new(
+            ErrorCode::ValidationError,
+            "allow_patterns must hold at least one non-empty glob pattern, or be left out",
+        ));
+    }
+    for pattern in &patterns {
+        globset::Glob::new(pattern).map_err(|e| {
+            AppError::new(
+                ErrorCode::ValidationError,
+                format!("allow pattern '{pattern}' is not a glob: {e}"),
+            )
+        })?;
+    }
+    Ok(patterns)
+}

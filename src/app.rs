@@ -1,0 +1,106 @@
+//! Assembles the service from a `Config` — store, actors, upstream
+//! clients, routes, listener — and stops it gracefully. `main` and the
+//! tests start the service the same way, through `App::start`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::Server;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use tokio_util::sync::CancellationToken;
+
+use crate::actors::{Actors, Fetchers, RegistryArgs};
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::sources::huggingface::HfHub;
+use crate::store::Store;
+use crate::store::files::ModelFiles;
+
+/// How long open connections (event streams) get to finish at shutdown.
+const HTTP_DRAIN: Duration = Duration::from_secs(2);
+/// How long running workers get to reach a resumable point.
+const WORKER_DRAIN: Duration = Duration::from_secs(6);
+
+/// A running service.
+pub struct App {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    stop_accepting: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl App {
+    /// Opens the database, resumes unfinished tasks and starts listening.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let store = Store::open(&config.db).await?;
+        let files = ModelFiles::new(&config.data_dir);
+        let hub = HfHub::new(&config.hf_endpoint, config.hf_token.as_deref());
+        let fetchers = Arc::new(Fetchers {
+            store: store.clone(),
+            files: files.clone(),
+            hub: hub.clone(),
+        });
+        let actors = Actors::start(RegistryArgs {
+            store: store.clone(),
+            fetchers,
+            events: Actors::event_channel(),
+            max_concurrent_tasks: config.max_concurrent_tasks,
+            retry_base: Duration::from_millis(config.retry_base_ms),
+        })
+        .await?;
+        let acceptor = TcpListener::bind(config.addr).into_acceptor().await?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .ok_or_else(|| anyhow::anyhow!("the listener has no TCP address"))?;
+        let state = Arc::new(AppState {
+            config,
+            store,
+            files,
+            hub,
+            actors,
+        });
+        let stop_accepting = CancellationToken::new();
+        let server = tokio::spawn({
+            let routes = api::routes(state.clone());
+            let stop = stop_accepting.clone();
+            async move {
+                Server::new_with_acceptor(acceptor)
+                    .run_with_graceful_shutdown(routes, stop.cancelled_owned(), Some(HTTP_DRAIN))
+                    .await
+            }
+        });
+        tracing::info!(%addr, data_dir = %state.config.data_dir.display(), "vectorize is listening");
+        Ok(Self {
+            addr,
+            state,
+            stop_accepting,
+            server,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Stops accepting requests, lets running tasks reach a point they can
+    /// resume from, persists their progress and stops the actors.
+    pub async fn shutdown(self) {
+        self.stop_accepting.cancel();
+        let _ = tokio::time::timeout(HTTP_DRAIN + Duration::from_secs(1), self.server).await;
+        self.state.actors.shutdown(WORKER_DRAIN).await;
+        tracing::info!("vectorize stopped");
+    }
+}

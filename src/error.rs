@@ -1,0 +1,124 @@
+//! The one error table: every `ErrorCode` the API can answer, with its HTTP
+//! status. Layers keep their own error enums (`StoreError`, `SourceError`,
+//! `ApiError`) and map into this table; nothing else decides a status.
+
+use poem::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+/// The machine-readable `code` of an error body, as listed in API.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    InvalidUrl,
+    InvalidModelTag,
+    InvalidFile,
+    EmptyFile,
+    Unauthorized,
+    NotFound,
+    NoValidModels,
+    ModelAlreadyExists,
+    UploadInProgress,
+    TaskFinished,
+    PayloadTooLarge,
+    ValidationError,
+    ServerError,
+    UpstreamError,
+}
+
+impl ErrorCode {
+    /// The HTTP status each code is answered with.
+    pub fn status(self) -> StatusCode {
+        use ErrorCode::*;
+        match self {
+            InvalidUrl | InvalidModelTag | InvalidFile | EmptyFile => StatusCode::BAD_REQUEST,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            NotFound | NoValidModels => StatusCode::NOT_FOUND,
+            ModelAlreadyExists | UploadInProgress | TaskFinished => StatusCode::CONFLICT,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ValidationError => StatusCode::UNPROCESSABLE_ENTITY,
+            ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            UpstreamError => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The code as it appears on the wire, e.g. `MODEL_ALREADY_EXISTS`.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            InvalidUrl => "INVALID_URL",
+            InvalidModelTag => "INVALID_MODEL_TAG",
+            InvalidFile => "INVALID_FILE",
+            EmptyFile => "EMPTY_FILE",
+            Unauthorized => "UNAUTHORIZED",
+            NotFound => "NOT_FOUND",
+            NoValidModels => "NO_VALID_MODELS",
+            ModelAlreadyExists => "MODEL_ALREADY_EXISTS",
+            UploadInProgress => "UPLOAD_IN_PROGRESS",
+            TaskFinished => "TASK_FINISHED",
+            PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ValidationError => "VALIDATION_ERROR",
+            ServerError => "SERVER_ERROR",
+            UpstreamError => "UPSTREAM_ERROR",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error on its way to a client: a code from the table and a sentence a
+/// person can act on. `location` is set for `UPLOAD_IN_PROGRESS`, which names
+/// the task already running.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct AppError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub location: Option<String>,
+}
+
+impl AppError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            location: None,
+        }
+    }
+
+    pub fn with_location(mut self, location: impl Into<String>) -> Self {
+        self.location = Some(location.into());
+        self
+    }
+
+    /// A server-side failure: the detail is logged, the client gets a short sentence.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(
+            ErrorCode::ServerError,
+            "the server hit an unexpected error; it has been logged",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialize_as_their_wire_names() {
+        for code in [
+            ErrorCode::ModelAlreadyExists,
+            ErrorCode::ValidationError,
+            ErrorCode::UpstreamError,
+        ] {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::json!(code.as_str())
+            );
+        }
+    }
+}

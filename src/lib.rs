@@ -1,0 +1,31 @@
+//! vectorize: brings AI models into a local model store from the Hugging
+//! Face Hub, GitHub and ZIP archives, and tracks each remote upload as a
+//! supervised background task whose state survives crashes and restarts.
+//!
+//! # Layout
+//!
+//! - [`config`]: settings from the environment, flags and a TOML file.
+//! - [`error`]: the one table of error codes and their HTTP statuses.
+//! - [`app`]: assembles and stops the service; `main` and the tests use it.
+//! - [`api`]: the poem-openapi front end; turns HTTP into registry messages.
+//! - [`actors`]: `TaskRegistry` (task state), `UploadSupervisor` (queue,
+//!   concurrency, retries), `UploadWorker` (one attempt of one task).
+//! - [`sources`]: the work of one attempt: Hugging Face, the shared
+//!   resumable download; knows nothing of actors or routes.
+//! - [`validate`]: reads weights without trusting or executing them.
+//! - [`store`]: SurrealDB records (`tasks`, `models`) and the on-disk layout
+//!   of the model store (`files`).
+//! - [`metrics`]: Prometheus counters.
+
+pub mod actors;
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod sources;
+pub mod store;
+pub mod validate;
+
+pub use app::App;
+pub use config::{Config, ConfigArgs};

@@ -1,0 +1,69 @@
+//! The `vectorize` command: `vectorize serve` runs the service until
+//! SIGTERM or Ctrl-C, then stops gracefully.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use vectorize::config::LogFormat;
+use vectorize::{App, ConfigArgs};
+
+#[derive(Parser)]
+#[command(name = "vectorize", version, about = "Model-ingestion service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service.
+    Serve {
+        /// A TOML file with any of the settings below (keys as the flag names, with `_`).
+        #[arg(long, env = "VECTORIZE_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: ConfigArgs,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Command::Serve { config, settings } = Cli::parse().command;
+    let file = match config {
+        Some(path) => ConfigArgs::from_toml_file(&path)?,
+        None => ConfigArgs::default(),
+    };
+    let config = settings.or(file).resolve()?;
+    init_logging(config.log_format);
+    let app = App::start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    app.shutdown().await;
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Resolves at the first SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM can be watched");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,337 @@
+//! The resumable, verifying HTTP download every remote source shares.
+//!
+//! A download streams into a partial file in the task's staging folder. A
+//! partial file left by an earlier attempt (a retry, or a restart) is resumed
+//! with `Range: bytes=N-`; a server that answers 200 instead of 206 sent the
+//! whole file, so the partial one is truncated. Redirects are followed by
+//! hand so that a bearer token only ever goes to its own origin. Network
+//! receive and disk write + sha256 run on separate threads, joined by a
+//! small bounded channel: memory stays flat whatever the file size.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{StatusCode, Url};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{ProgressSink, SourceError};
+
+const MAX_REDIRECTS: usize = 10;
+const WRITE_BUFFER: usize = 1 << 20;
+const CHANNEL_CHUNKS: usize = 64;
+
+/// A bearer token and the only origin (`scheme://host:port`) it may go to.
+#[derive(Debug, Clone)]
+pub struct ScopedToken {
+    pub token: String,
+    pub origin: String,
+}
+
+impl ScopedToken {
+    pub fn new(token: &str, endpoint: &str) -> Option<Self> {
+        let origin = Url::parse(endpoint).ok()?.origin().ascii_serialization();
+        Some(Self {
+            token: token.to_string(),
+            origin,
+        })
+    }
+
+    fn applies_to(&self, url: &Url) -> bool {
+        url.origin().ascii_serialization() == self.origin
+    }
+}
+
+/// One file to fetch.
+#[derive(Debug, Clone)]
+pub struct FileDownload {
+    pub url: String,
+    /// The partial file; it is the finished file once `fetch` returns Ok.
+    pub dest: PathBuf,
+    pub expected_size: Option<u64>,
+    /// Checked when given (LFS files); computed in any case.
+    pub expected_sha256: Option<String>,
+    pub token: Option<ScopedToken>,
+    /// Extra headers, e.g. those an LFS batch answer asks for.
+    pub headers: HeaderMap,
+    /// Names the file in error messages.
+    pub what: String,
+}
+
+/// A finished, verified file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Downloaded {
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Fetches `file`, resuming a partial file and verifying size and sha256.
+/// On a transient error the partial file is kept for the next attempt; on a
+/// verification error it is removed.
+pub async fn fetch(
+    client: &reqwest::Client,
+    file: &FileDownload,
+    progress: &ProgressSink,
+    cancel: &CancellationToken,
+) -> Result<Downloaded, SourceError> {
+    if let Some(parent) = file.dest.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| local_io(&file.what, &e))?;
+    }
+    let mut offset = tokio::fs::metadata(&file.dest)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
+    if file.expected_size.is_some_and(|size| offset > size) {
+        offset = 0;
+    }
+    if offset > 0 && Some(offset) == file.expected_size {
+        progress.add_bytes(offset);
+        return finish(file, hash_file(file.dest.clone()).await?).await;
+    }
+    let response = send_following_redirects(client, file, offset, cancel).await?;
+    let append = match response.status() {
+        StatusCode::PARTIAL_CONTENT if content_range_start(&response) == Some(offset) => true,
+        StatusCode::PARTIAL_CONTENT => {
+            return Err(SourceError::Transient(format!(
+                "{}: the server answered a range that does not start at byte {offset}",
+                file.what
+            )));
+        }
+        StatusCode::RANGE_NOT_SATISFIABLE => {
+            tokio::fs::remove_file(&file.dest).await.ok();
+            return Err(SourceError::Transient(format!(
+                "{}: the partial file no longer matches the server's; starting over",
+                file.what
+            )));
+        }
+        status if status.is_success() => false,
+        status => {
+            return Err(SourceError::from_status(
+                status,
+                &file.what,
+                error_detail(&response).as_deref(),
+            ));
+        }
+    };
+    let start = if append { offset } else { 0 };
+    progress.add_bytes(start);
+    let written = stream_to_file(response, file, start, progress, cancel).await?;
+    finish(file, written).await
+}
+
+/// Checks the finished file's size and sha256; removes it when they disagree.
+async fn finish(file: &FileDownload, got: Downloaded) -> Result<Downloaded, SourceError> {
+    let mismatch = match (&file.expected_size, &file.expected_sha256) {
+        (Some(size), _) if got.size < *size => {
+            return Err(SourceError::Transient(format!(
+                "{}: the body ended after {} of {size} bytes",
+                file.what, got.size
+            )));
+        }
+        (Some(size), _) if got.size != *size => {
+            Some(format!("is {} bytes, {size} expected", got.size))
+        }
+        (_, Some(sha)) if !sha.eq_ignore_ascii_case(&got.sha256) => {
+            Some(format!("has sha256 {}, {sha} expected", got.sha256))
+        }
+        _ => None,
+    };
+    match mismatch {
+        Some(why) => {
+            tokio::fs::remove_file(&file.dest).await.ok();
+            Err(SourceError::Transient(format!(
+                "{} {why}; it will be downloaded again",
+                file.what
+            )))
+        }
+        None => Ok(got),
+    }
+}
+
+async fn send_following_redirects(
+    client: &reqwest::Client,
+    file: &FileDownload,
+    offset: u64,
+    cancel: &CancellationToken,
+) -> Result<reqwest::Response, SourceError> {
+    let mut url = Url::parse(&file.url)
+        .map_err(|e| SourceError::Permanent(format!("{}: bad URL {}: {e}", file.what, file.url)))?;
+    for _ in 0..MAX_REDIRECTS {
+        let mut request = client.get(url.clone()).headers(file.headers.clone());
+        if let Some(token) = file.token.as_ref().filter(|t| t.applies_to(&url)) {
+            request = request.bearer_auth(&token.token);
+        }
+        if offset > 0 {
+            request = request.header(header::RANGE, format!("bytes={offset}-"));
+        }
+        let response = tokio::select! {
+            _ = cancel.cancelled() => return Err(SourceError::Cancelled),
+            sent = request.send() => sent.map_err(|e| SourceError::from_request(&e, &file.what))?,
+        };
+        if !response.status().is_redirection() {
+            return Ok(response);
+        }
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                SourceError::Transient(format!("{}: a redirect without a Location", file.what))
+            })?;
+        url = url.join(location).map_err(|e| {
+            SourceError::Permanent(format!("{}: bad redirect to {location}: {e}", file.what))
+        })?;
+    }
+    Err(SourceError::Permanent(format!(
+        "{}: more than {MAX_REDIRECTS} redirects",
+        file.what
+    )))
+}
+
+fn content_range_start(response: &reqwest::Response) -> Option<u64> {
+    let value = response
+        .headers()
+        .get(header::CONTENT_RANGE)?
+        .to_str()
+        .ok()?;
+    let range = value.strip_prefix("bytes ")?;
+    range.split('-').next()?.trim().parse().ok()
+}
+
+/// The hub's explanation of an error, from `X-Error-Message` or `X-Error-Code`.
+pub fn error_detail(response: &reqwest::Response) -> Option<String> {
+    let headers = response.headers();
+    ["x-error-message", "x-error-code"].iter().find_map(|name| {
+        headers
+            .get(*name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    })
+}
+
+/// Streams the body into the partial file: the async side receives, a
+/// blocking thread writes and hashes.
+async fn stream_to_file(
+    response: reqwest::Response,
+    file: &FileDownload,
+    start: u64,
+    progress: &ProgressSink,
+    cancel: &CancellationToken,
+) -> Result<Downloaded, SourceError> {
+    let (chunks, receiver) = mpsc::channel::<bytes::Bytes>(CHANNEL_CHUNKS);
+    let writer = tokio::task::spawn_blocking({
+        let dest = file.dest.clone();
+        move || write_and_hash(&dest, start, receiver)
+    });
+    let mut body = response.bytes_stream();
+    let outcome = loop {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => break Err(SourceError::Cancelled),
+            next = body.next() => next,
+        };
+        match next {
+            None => break Ok(()),
+            Some(Ok(chunk)) => {
+                progress.add_bytes(chunk.len() as u64);
+                crate::metrics::BYTES_DOWNLOADED.add(chunk.len() as u64);
+                if chunks.send(chunk).await.is_err() {
+                    break Ok(()); // the writer failed; its error is reported below
+                }
+            }
+            Some(Err(e)) => break Err(SourceError::from_request(&e, &file.what)),
+        }
+    };
+    drop(chunks);
+    let written = writer
+        .await
+        .map_err(|e| SourceError::Transient(format!("{}: writer stopped: {e}", file.what)))?
+        .map_err(|e| local_io(&file.what, &e))?;
+    outcome.map(|()| written)
+}
+
+/// Hashes the `start` bytes already on disk, then appends and hashes every
+/// chunk received. Whatever arrived is flushed even when the sender stops
+/// early, so the next attempt can resume from it.
+fn write_and_hash(
+    dest: &Path,
+    start: u64,
+    mut chunks: mpsc::Receiver<bytes::Bytes>,
+) -> std::io::Result<Downloaded> {
+    let mut hasher = Sha256::new();
+    let mut size = 0;
+    if start > 0 {
+        size = hash_prefix(dest, start, &mut hasher)?;
+    }
+    let handle = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(dest)?;
+    handle.set_len(size)?;
+    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, handle);
+    use std::io::Seek;
+    out.seek(std::io::SeekFrom::Start(size))?;
+    while let Some(chunk) = chunks.blocking_recv() {
+        hasher.update(&chunk);
+        out.write_all(&chunk)?;
+        size += chunk.len() as u64;
+    }
+    out.flush()?;
+    Ok(Downloaded {
+        size,
+        sha256: hex::encode(hasher.finalize()),
+    })
+}
+
+fn hash_prefix(path: &Path, len: u64, hasher: &mut Sha256) -> std::io::Result<u64> {
+    let mut input = std::fs::File::open(path)?.take(len);
+    let mut buf = vec![0u8; WRITE_BUFFER];
+    let mut total = 0;
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+}
+
+/// Size and sha256 of a file already on disk, hashed off the async runtime.
+pub async fn hash_file(path: PathBuf) -> Result<Downloaded, SourceError> {
+    let what = path.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256::new();
+        let size = hash_prefix(&path, u64::MAX, &mut hasher)?;
+        Ok(Downloaded {
+            size,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    })
+    .await
+    .map_err(|e| SourceError::Transient(format!("hashing {what}: {e}")))?
+    .map_err(|e: std::io::Error| local_io(&what, &e))
+}
+
+/// A local disk error: the data dir may be full or unwritable; retrying may help.
+fn local_io(what: &str, err: &std::io::Error) -> SourceError {
+    SourceError::Transient(format!("{what}: could not write to the data dir: {err}"))
+}
+
+/// Builds a header map from name/value pairs, skipping any that are not valid HTTP.
+pub fn header_map<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> HeaderMap {
+    pairs
+        .into_iter()
+        .filter_map(|(name, value)| {
+            Some((
+                header::HeaderName::from_bytes(name.as_bytes()).ok()?,
+                HeaderValue::from_str(value).ok()?,
+            ))
+        })
+        .collect()
+}

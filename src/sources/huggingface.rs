@@ -1,0 +1,396 @@
+//! The Hugging Face Hub source: checks a repository before a task is
+//! accepted, and in the background resolves the revision to a commit, lists
+//! the files with their sizes and LFS sha256, downloads those that match
+//! `allow_patterns` (resumable, verified) into the task's staging folder, and
+//! checks the safetensors weights. Installing into the cache layout is
+//! `store::files`' job.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use globset::{Glob, GlobSetBuilder};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use super::download::{self, FileDownload, ScopedToken, error_detail};
+use super::{ProgressSink, SourceError, http_client};
+use crate::store::UploadRequest;
+use crate::store::files::StagedFile;
+use crate::validate;
+
+/// Characters kept as they are in a path segment of a URL.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// A Hugging Face repo id, checked against the hub's grammar: an optional
+/// `namespace/` then a name, each of `[A-Za-z0-9_.-]`, 1–96 characters, no
+/// `--` or `..`, not starting or ending with `-` or `.`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HfRepoId(String);
+
+impl HfRepoId {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = text.split('/').collect();
+        if parts.len() > 2 {
+            return Err(format!(
+                "'{text}' is not a Hugging Face repo id: use 'name' or 'namespace/name'"
+            ));
+        }
+        for part in &parts {
+            let valid_chars = part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            let bad_edge = part.starts_with(['-', '.']) || part.ends_with(['-', '.']);
+            if part.is_empty()
+                || part.len() > 96
+                || !valid_chars
+                || bad_edge
+                || part.contains("--")
+                || part.contains("..")
+            {
+                return Err(format!(
+                    "'{text}' is not a Hugging Face repo id: each part must be 1-96 characters of \
+                     letters, digits, '_', '.' or '-', not start or end with '-' or '.', and not contain '--' or '..'"
+                ));
+            }
+        }
+        Ok(Self(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The repository as `GET /api/models/{repo}/revision/{rev}?blobs=true` describes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RepoInfo {
+    pub sha: String,
+    #[serde(default)]
+    pub siblings: Vec<Sibling>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Sibling {
+    pub rfilename: String,
+    pub size: Option<u64>,
+    #[serde(rename = "blobId")]
+    pub blob_id: Option<String>,
+    pub lfs: Option<LfsInfo>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LfsInfo {
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// What one successful attempt fetched: the commit and its staged files.
+#[derive(Debug, Clone)]
+pub struct FetchedSnapshot {
+    pub commit: String,
+    pub files: Vec<StagedFile>,
+}
+
+/// A client of one Hugging Face Hub endpoint.
+#[derive(Debug, Clone)]
+pub struct HfHub {
+    endpoint: String,
+    token: Option<ScopedToken>,
+    client: reqwest::Client,
+}
+
+impl HfHub {
+    pub fn new(endpoint: &str, token: Option<&str>) -> Self {
+        Self {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            token: token.and_then(|t| ScopedToken::new(t, endpoint)),
+            client: http_client(),
+        }
+    }
+
+    fn repo_url(&self, repo: &HfRepoId) -> String {
+        let segments: Vec<String> = repo
+            .as_str()
+            .split('/')
+            .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
+            .collect();
+        format!("{}/{}", self.endpoint, segments.join("/"))
+    }
+
+    fn file_url(&self, repo: &HfRepoId, commit: &str, path: &str) -> String {
+        let path: Vec<String> = path
+            .split('/')
+            .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
+            .collect();
+        format!(
+            "{}/resolve/{commit}/{}",
+            self.repo_url(repo),
+            path.join("/")
+        )
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(&token.token),
+            None => request,
+        }
+    }
+
+    /// The repository at `revision`, with file sizes and LFS hashes.
+    pub async fn repo_info(
+        &self,
+        repo: &HfRepoId,
+        revision: &str,
+    ) -> Result<RepoInfo, SourceError> {
+        let url = format!(
+            "{}/api/models/{}/revision/{}?blobs=true",
+            self.endpoint,
+            repo.as_str(),
+            utf8_percent_encode(revision, SEGMENT)
+        );
+        let what = format!("repository {}@{revision}", repo.as_str());
+        let response = self
+            .authorized(self.client.get(&url))
+            .send()
+            .await
+            .map_err(|e| SourceError::from_request(&e, &format!("the hub ({what})")))?;
+        if !response.status().is_success() {
+            return Err(SourceError::from_status(
+                response.status(),
+                &what,
+                error_detail(&response).as_deref(),
+            ));
+        }
+        response.json().await.map_err(|e| {
+            SourceError::Transient(format!(
+                "the hub's description of {what} did not parse: {e}"
+            ))
+        })
+    }
+
+    /// Checks, before a task is accepted, that the repository and revision
+    /// exist and that its files can be read with the configured token: the
+    /// hub shows a gated repo's description to anyone and refuses only its
+    /// files, so one file is probed with `HEAD`.
+    pub async fn check_access(&self, repo: &HfRepoId, revision: &str) -> Result<(), SourceError> {
+        let info = self.repo_info(repo, revision).await?;
+        let Some(probe) = info.siblings.first() else {
+            return Ok(());
+        };
+        let url = self.file_url(repo, &info.sha, &probe.rfilename);
+        let response = self
+            .authorized(self.client.head(&url))
+            .send()
+            .await
+            .map_err(|e| SourceError::from_request(&e, "the hub"))?;
+        let status = response.status();
+        if status.is_success() || status.is_redirection() {
+            return Ok(());
+        }
+        let gated = error_detail(&response).is_some_and(|d| d.contains("GatedRepo"));
+        if gated && matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            let hint = if self.token.is_some() {
+                "the configured HF_TOKEN has not been granted access to it"
+            } else {
+                "set HF_TOKEN to a token that has been granted access"
+            };
+            return Err(SourceError::Permanent(format!(
+                "{} is a gated repository: {hint}",
+                repo.as_str()
+            )));
+        }
+        Err(SourceError::from_status(
+            status,
+            &format!("repository {}", repo.as_str()),
+            None,
+        ))
+    }
+
+    /// One attempt: lists, downloads into `staging`, verifies and validates.
+    /// Files whose blob `cache_blobs` already holds are not downloaded again.
+    pub async fn fetch(
+        &self,
+        request: &UploadRequest,
+        staging: &Path,
+        cache_blobs: &Path,
+        progress: &ProgressSink,
+        cancel: &CancellationToken,
+    ) -> Result<FetchedSnapshot, SourceError> {
+        let repo = &HfRepoId::parse(&request.repo).map_err(SourceError::Permanent)?;
+        let (revision, allow_patterns) = (&request.revision, &request.allow_patterns);
+        let info = self.repo_info(repo, revision).await?;
+        let selected = select_files(&info.siblings, allow_patterns)?;
+        if selected.is_empty() {
+            return Err(SourceError::Permanent(format!(
+                "no file of {}@{revision} matches allow_patterns {allow_patterns:?}",
+                repo.as_str()
+            )));
+        }
+        let total: u64 = selected
+            .iter()
+            .map(|s| s.lfs.as_ref().map(|l| l.size).or(s.size).unwrap_or(0))
+            .sum();
+        progress.start(total, selected.len() as u64);
+        let mut files = Vec::with_capacity(selected.len());
+        for sibling in selected {
+            let blob_id = blob_id(sibling);
+            let size = sibling.lfs.as_ref().map(|l| l.size).or(sibling.size);
+            let cached = cache_blobs.join(&blob_id);
+            let fetched = match (size, std::fs::metadata(&cached)) {
+                (Some(size), Ok(meta)) if meta.len() == size && sibling.lfs.is_some() => {
+                    progress.add_bytes(size);
+                    StagedFile {
+                        repo_path: sibling.rfilename.clone(),
+                        sha256: sibling
+                            .lfs
+                            .as_ref()
+                            .map(|l| l.sha256.clone())
+                            .unwrap_or_default(),
+                        blob_id,
+                        staged_at: cached,
+                        size,
+                    }
+                }
+                _ => {
+                    let file = FileDownload {
+                        url: self.file_url(repo, &info.sha, &sibling.rfilename),
+                        dest: staging.join(&blob_id),
+                        expected_size: size,
+                        expected_sha256: sibling.lfs.as_ref().map(|l| l.sha256.clone()),
+                        token: self.token.clone(),
+                        headers: Default::default(),
+                        what: format!("file {} of {}", sibling.rfilename, repo.as_str()),
+                    };
+                    let done = download::fetch(&self.client, &file, progress, cancel).await?;
+                    StagedFile {
+                        repo_path: sibling.rfilename.clone(),
+                        blob_id,
+                        staged_at: file.dest,
+                        size: done.size,
+                        sha256: done.sha256,
+                    }
+                }
+            };
+            progress.file_done();
+            files.push(fetched);
+        }
+        check_weights(&files)?;
+        Ok(FetchedSnapshot {
+            commit: info.sha,
+            files,
+        })
+    }
+}
+
+/// The blob name the cache uses: the LFS sha256, else the git blob id.
+fn blob_id(sibling: &Sibling) -> String {
+    match (&sibling.lfs, &sibling.blob_id) {
+        (Some(lfs), _) => lfs.sha256.clone(),
+        (None, Some(blob)) => blob.clone(),
+        // The hub always sends a blob id; fall back to a stable name anyway.
+        (None, None) => hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            sibling.rfilename.as_bytes(),
+        )),
+    }
+}
+
+fn select_files<'a>(
+    siblings: &'a [Sibling],
+    patterns: &[String],
+) -> Result<Vec<&'a Sibling>, SourceError> {
+    let mut builder = GlobSetBuilder::new();
+    for pattern in patterns {
+        let glob = Glob::new(pattern).map_err(|e| {
+            SourceError::Permanent(format!("allow pattern '{pattern}' is not a glob: {e}"))
+        })?;
+        builder.add(glob);
+    }
+    let set = builder
+        .build()
+        .map_err(|e| SourceError::Permanent(format!("allow patterns: {e}")))?;
+    Ok(siblings
+        .iter()
+        .filter(|s| set.is_match(&s.rfilename))
+        .collect())
+}
+
+/// A snapshot is valid when it holds at least one safetensors file, every
+/// safetensors file is consistent with its length, and a sharded checkpoint's
+/// index names only shards that are present.
+fn check_weights(files: &[StagedFile]) -> Result<(), SourceError> {
+    let by_path: BTreeMap<&str, &StagedFile> =
+        files.iter().map(|f| (f.repo_path.as_str(), f)).collect();
+    let weights: Vec<&StagedFile> = files
+        .iter()
+        .filter(|f| f.repo_path.ends_with(".safetensors"))
+        .collect();
+    if weights.is_empty() {
+        return Err(SourceError::Permanent(
+            "the repository has no .safetensors weights among the files fetched; \
+             only safetensors checkpoints are accepted from Hugging Face"
+                .into(),
+        ));
+    }
+    for file in &weights {
+        validate::check_safetensors(&file.staged_at, &file.repo_path)
+            .map_err(|e| SourceError::Permanent(e.0))?;
+    }
+    for index in files
+        .iter()
+        .filter(|f| f.repo_path.ends_with(".safetensors.index.json"))
+    {
+        let folder = index
+            .repo_path
+            .rsplit_once('/')
+            .map(|(dir, _)| format!("{dir}/"))
+            .unwrap_or_default();
+        for shard in validate::check_sharded_index(&index.staged_at)
+            .map_err(|e| SourceError::Permanent(e.0))?
+        {
+            if !by_path.contains_key(format!("{folder}{shard}").as_str()) {
+                return Err(SourceError::Permanent(format!(
+                    "{} names the shard {shard}, which is not among the files fetched",
+                    index.repo_path
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_ids_follow_the_hub_grammar() {
+        for good in [
+            "bert-base-uncased",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "a",
+            "org_1/m.v2",
+        ] {
+            assert!(HfRepoId::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "a/b/c",
+            "-a",
+            "a-",
+            ".a",
+            "a..b",
+            "a--b",
+            "a b",
+            "org/",
+            &"x".repeat(97),
+        ] {
+            assert!(HfRepoId::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

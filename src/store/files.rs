@@ -1,0 +1,325 @@
+//! The on-disk layout of the model store under the data dir:
+//!
+//! ```text
+//! models/huggingface/models--{ns}--{name}/blobs/{etag}       file bytes
+//! models/huggingface/models--{ns}--{name}/snapshots/{commit}/{path} -> ../../blobs/{etag}
+//! models/huggingface/models--{ns}--{name}/refs/{revision}    the commit
+//! tmp/tasks/{task_id}/                                        a task's staging folder
+//! ```
+//!
+//! Files reach `models/` only by rename from `tmp/` (same file system), so
+//! nothing half-written is ever visible there. This module knows paths and
+//! renames; it knows nothing of HTTP or the database.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+use super::{ModelRecord, Source};
+
+/// A downloaded file waiting in a staging folder to be installed.
+#[derive(Debug, Clone)]
+pub struct StagedFile {
+    /// Path inside the repository, `/`-separated.
+    pub repo_path: String,
+    /// The blob name: sha256 for LFS files, git blob sha1 otherwise.
+    pub blob_id: String,
+    pub staged_at: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Paths of the model store, rooted at the data dir.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    data_dir: PathBuf,
+}
+
+impl ModelFiles {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Where temporary files live; on the same file system as `models/`.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.data_dir.join("tmp")
+    }
+
+    /// The staging folder of one task; it survives retries and restarts so
+    /// that partial downloads can resume.
+    pub fn task_staging(&self, task_id: Uuid) -> PathBuf {
+        self.tmp_dir().join("tasks").join(task_id.to_string())
+    }
+
+    /// Removes a task's staging folder, if any.
+    pub fn remove_task_staging(&self, task_id: Uuid) {
+        self.remove_task_staging_dir(&self.task_staging(task_id));
+    }
+
+    pub fn remove_task_staging_dir(&self, staging: &Path) {
+        remove_dir_if_present(staging);
+    }
+
+    /// Removes every staging folder whose task is not in `keep`: leftovers of
+    /// tasks that ended while the process was down.
+    pub fn sweep_staging(&self, keep: &[Uuid]) {
+        let keep: Vec<String> = keep.iter().map(Uuid::to_string).collect();
+        let tasks = self.tmp_dir().join("tasks");
+        for entry in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&name) {
+                remove_dir_if_present(&entry.path());
+            }
+        }
+        for entry in std::fs::read_dir(self.tmp_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.file_name() != "tasks" {
+                remove_dir_if_present(&entry.path());
+                std::fs::remove_file(entry.path()).ok();
+            }
+        }
+    }
+
+    /// The Hugging Face cache root, usable as `HF_HUB_CACHE`.
+    pub fn hf_cache(&self) -> PathBuf {
+        self.data_dir.join("models").join("huggingface")
+    }
+
+    /// `models--{ns}--{name}` for a repo id.
+    pub fn hf_repo_dir(&self, repo_id: &str) -> PathBuf {
+        self.hf_cache()
+            .join(format!("models--{}", repo_id.replace('/', "--")))
+    }
+
+    /// A path relative to the data dir, as stored in model records.
+    pub fn relative(&self, path: &Path) -> String {
+        path.strip_prefix(&self.data_dir)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    pub fn absolute(&self, relative: &str) -> PathBuf {
+        self.data_dir.join(relative)
+    }
+
+    /// Moves staged files into the Hugging Face cache layout and returns the
+    /// snapshot folder. Blobs already present are kept (they are content
+    /// addressed); a new snapshot folder appears with one rename; an existing
+    /// one (another revision of the same commit) gains the missing links.
+    pub fn install_hf_snapshot(
+        &self,
+        repo_id: &str,
+        revision: &str,
+        commit: &str,
+        files: &[StagedFile],
+    ) -> io::Result<PathBuf> {
+        let repo_dir = self.hf_repo_dir(repo_id);
+        let blobs = repo_dir.join("blobs");
+        let snapshots = repo_dir.join("snapshots");
+        std::fs::create_dir_all(&blobs)?;
+        std::fs::create_dir_all(&snapshots)?;
+        for file in files {
+            let blob = blobs.join(&file.blob_id);
+            if file.staged_at == blob {
+                // Already in the cache: a blob another revision brought.
+            } else if blob.exists() {
+                std::fs::remove_file(&file.staged_at).ok();
+            } else {
+                std::fs::rename(&file.staged_at, &blob)?;
+            }
+        }
+        let snapshot = snapshots.join(commit);
+        if snapshot.exists() {
+            link_snapshot_files(&snapshot, files)?;
+        } else {
+            let building = snapshots.join(format!(".{commit}.{}", Uuid::new_v4()));
+            let built = link_snapshot_files(&building, files)
+                .and_then(|()| std::fs::rename(&building, &snapshot));
+            if built.is_err() {
+                remove_dir_if_present(&building);
+            }
+            if built.is_err() && !snapshot.exists() {
+                built?;
+            }
+        }
+        if revision != commit {
+            write_atomically(&repo_dir.join("refs").join(revision), commit.as_bytes())?;
+        }
+        Ok(snapshot)
+    }
+
+    /// Removes one Hugging Face model: its ref, its snapshot unless
+    /// `snapshot_shared`, and every blob no remaining snapshot links to.
+    pub fn remove_hf_model(
+        &self,
+        repo_id: &str,
+        revision: &str,
+        commit: &str,
+        snapshot_shared: bool,
+    ) -> io::Result<()> {
+        let repo_dir = self.hf_repo_dir(repo_id);
+        let reference = repo_dir.join("refs").join(revision);
+        if std::fs::read_to_string(&reference).is_ok_and(|c| c.trim() == commit) {
+            std::fs::remove_file(&reference)?;
+        }
+        if snapshot_shared {
+            return Ok(());
+        }
+        remove_dir_if_present(&repo_dir.join("snapshots").join(commit));
+        let mut linked = std::collections::HashSet::new();
+        collect_link_targets(&repo_dir.join("snapshots"), &mut linked)?;
+        for entry in std::fs::read_dir(repo_dir.join("blobs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if !linked.contains(&entry.file_name().to_string_lossy().into_owned()) {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        let snapshots_left = std::fs::read_dir(repo_dir.join("snapshots"))
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        if !snapshots_left {
+            remove_dir_if_present(&repo_dir);
+        }
+        Ok(())
+    }
+
+    /// Removes a model's files; a Hugging Face snapshot only when not
+    /// `snapshot_shared` with another model, and its blobs only when no
+    /// snapshot links to them any more.
+    pub fn remove_model(&self, model: &ModelRecord, snapshot_shared: bool) {
+        let removed = match (model.source, &model.revision, &model.commit_sha) {
+            (Source::Huggingface, Some(revision), Some(commit)) => {
+                self.remove_hf_model(&model.name, revision, commit, snapshot_shared)
+            }
+            _ => {
+                remove_dir_if_present(&self.absolute(&model.path));
+                Ok(())
+            }
+        };
+        if let Err(e) = removed {
+            tracing::warn!(model_id = %model.model_id, error = %e, "could not remove all of a model's files");
+        }
+    }
+}
+
+/// Creates `{snapshot}/{path}` → `../../blobs/{blob}` links for files that lack one.
+fn link_snapshot_files(snapshot: &Path, files: &[StagedFile]) -> io::Result<()> {
+    for file in files {
+        let link = snapshot.join(&file.repo_path);
+        if link.symlink_metadata().is_ok() {
+            continue;
+        }
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let depth = file.repo_path.matches('/').count();
+        let target = format!("{}blobs/{}", "../".repeat(2 + depth), file.blob_id);
+        std::os::unix::fs::symlink(target, &link)?;
+    }
+    Ok(())
+}
+
+/// The blob names every symlink under `dir` points to.
+fn collect_link_targets(
+    dir: &Path,
+    into: &mut std::collections::HashSet<String>,
+) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            collect_link_targets(&entry.path(), into)?;
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(entry.path())?;
+            if let Some(name) = target.file_name() {
+                into.insert(name.to_string_lossy().into_owned());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` through a temporary sibling and a rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let tmp = parent.join(format!(".{}.tmp", Uuid::new_v4()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        std::fs::remove_file(&tmp).ok();
+    })
+}
+
+/// Removes a folder and everything in it; a missing folder is fine.
+pub fn remove_dir_if_present(path: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "could not remove folder");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged(dir: &Path, repo_path: &str, blob: &str, bytes: &[u8]) -> StagedFile {
+        let staged_at = dir.join(blob);
+        std::fs::write(&staged_at, bytes).unwrap();
+        StagedFile {
+            repo_path: repo_path.into(),
+            blob_id: blob.into(),
+            staged_at,
+            size: bytes.len() as u64,
+            sha256: String::new(),
+        }
+    }
+
+    #[test]
+    fn snapshot_links_resolve_to_blobs_and_removal_collects_them() {
+        let root = tempfile::tempdir().unwrap();
+        let files = ModelFiles::new(root.path());
+        let stage = root.path().join("stage");
+        std::fs::create_dir_all(&stage).unwrap();
+        let commit = "a".repeat(40);
+        let snapshot = files
+            .install_hf_snapshot(
+                "org/name",
+                "main",
+                &commit,
+                &[
+                    staged(&stage, "config.json", "b1", b"{}"),
+                    staged(&stage, "sub/w.bin", "b2", b"xy"),
+                ],
+            )
+            .unwrap();
+        assert_eq!(std::fs::read(snapshot.join("config.json")).unwrap(), b"{}");
+        assert_eq!(std::fs::read(snapshot.join("sub/w.bin")).unwrap(), b"xy");
+        assert_eq!(
+            std::fs::read_link(snapshot.join("sub/w.bin")).unwrap(),
+            PathBuf::from("../../../blobs/b2")
+        );
+        let repo = files.hf_repo_dir("org/name");
+        assert_eq!(
+            std::fs::read_to_string(repo.join("refs/main")).unwrap(),
+            commit
+        );
+        files
+            .remove_hf_model("org/name", "main", &commit, false)
+            .unwrap();
+        assert!(!repo.exists());
+    }
+}

@@ -1,0 +1,13 @@
+//! Reads weights without trusting them: safetensors headers are checked
+//! against the file's length, reading only the header. Nothing here executes
+//! or loads a model, and nothing here writes.
+
+pub mod pickle;
+pub mod safetensors;
+
+pub use self::safetensors::{SafetensorsSummary, check_safetensors, check_sharded_index};
+
+/// Why a weights file is not acceptable; the message names the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidWeights(pub String);

@@ -1,0 +1,279 @@
+//! `spawn_app()` builds the real service on port 0 with a fresh embedded
+//! database and its upstream URLs at an in-process fake hub; `TestApp` has
+//! one method per endpoint, and `wait_task` polls with a deadline.
+
+use std::path::PathBuf;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vectorize::{App, ConfigArgs};
+
+use crate::support::fake_hub::{FakeHub, HubFile, HubRepo, random_commit, safetensors_bytes};
+
+/// Options of a test service; `Default` is a fresh `mem://` database.
+#[derive(Default)]
+pub struct Options {
+    pub hub: Option<FakeHub>,
+    pub hf_token: Option<String>,
+    pub api_key: Option<String>,
+    /// Keep the database in a `surrealkv://` folder here (restart tests).
+    pub data_dir: Option<PathBuf>,
+    pub max_concurrent_tasks: Option<usize>,
+    /// Point the service at this hub URL instead of the fake's.
+    pub hf_endpoint: Option<String>,
+}
+
+pub struct TestApp {
+    pub app: Option<App>,
+    pub url: String,
+    pub client: reqwest::Client,
+    pub hub: FakeHub,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+static LOGGING: Once = Once::new();
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    LOGGING.call_once(|| {
+        if std::env::var_os("RUST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .init();
+        }
+    });
+    let hub = match options.hub {
+        Some(hub) => hub,
+        None => FakeHub::start().await,
+    };
+    let (tmp, data_dir, db) = match options.data_dir {
+        Some(dir) => {
+            let db = format!("surrealkv://{}", dir.join("db").display());
+            (None, dir, db)
+        }
+        None => {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().to_path_buf();
+            (Some(tmp), dir, "mem://".to_string())
+        }
+    };
+    let config = ConfigArgs {
+        addr: Some("127.0.0.1:0".parse().unwrap()),
+        data_dir: Some(data_dir.clone()),
+        db: Some(db),
+        retry_base_ms: Some(20),
+        max_concurrent_tasks: options.max_concurrent_tasks,
+        api_key: options.api_key,
+        hf_endpoint: Some(options.hf_endpoint.unwrap_or_else(|| hub.url())),
+        hf_token: options.hf_token,
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap();
+    let app = App::start(config).await.expect("the service starts");
+    TestApp {
+        url: app.url(),
+        app: Some(app),
+        client: reqwest::Client::new(),
+        hub,
+        data_dir,
+        _tmp: tmp,
+    }
+}
+
+/// A small valid model: config, tokenizer and one safetensors file (LFS).
+pub fn small_model(id: &str) -> HubRepo {
+    HubRepo {
+        id: id.into(),
+        commit: random_commit(),
+        revisions: vec!["main".into()],
+        files: vec![
+            HubFile {
+                path: "config.json".into(),
+                bytes: br#"{"model_type":"bert"}"#.to_vec(),
+                lfs: false,
+            },
+            HubFile {
+                path: "tokenizer.json".into(),
+                bytes: br#"{"version":"1.0"}"#.to_vec(),
+                lfs: false,
+            },
+            HubFile {
+                path: "README.md".into(),
+                bytes: b"# a model".to_vec(),
+                lfs: false,
+            },
+            HubFile {
+                path: "model.safetensors".into(),
+                bytes: safetensors_bytes(&[("embeddings", &[64, 32]), ("bias", &[32])]),
+                lfs: true,
+            },
+        ],
+        ..Default::default()
+    }
+}
+
+impl TestApp {
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub async fn post_hf(&self, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.at("/v1/upload/huggingface"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Posts `repo@main` and returns the new task's id, asserting 201.
+    pub async fn upload_hf(&self, repo: &str) -> String {
+        let response = self.post_hf(json!({"model_tag": repo})).await;
+        assert_eq!(response.status(), 201, "{:?}", response.text().await);
+        let task: Value = response.json().await.unwrap();
+        task["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn get_task(&self, id: &str) -> reqwest::Response {
+        self.client
+            .get(self.at(&format!("/v1/upload/tasks/{id}")))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn task(&self, id: &str) -> Value {
+        self.get_task(id).await.json().await.unwrap()
+    }
+
+    pub async fn list_tasks(&self, query: &str) -> reqwest::Response {
+        self.client
+            .get(self.at(&format!("/v1/upload/tasks{query}")))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn cancel_task(&self, id: &str) -> reqwest::Response {
+        self.client
+            .delete(self.at(&format!("/v1/upload/tasks/{id}")))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_model(&self, id: &str) -> reqwest::Response {
+        self.client
+            .get(self.at(&format!("/v1/models/{id}")))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn list_models(&self, query: &str) -> Value {
+        let response = self
+            .client
+            .get(self.at(&format!("/v1/models{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    pub async fn delete_model(&self, id: &str) -> reqwest::Response {
+        self.client
+            .delete(self.at(&format!("/v1/models/{id}")))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Polls the task until `done(task)` holds, failing after `within`.
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let task = self.task(id).await;
+            if done(&task) {
+                return task;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {id} did not get there in {within:?}: {task}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls until the task is DONE, FAILED or CANCELLED.
+    pub async fn wait_task(&self, id: &str) -> Value {
+        self.wait_for(id, Duration::from_secs(30), |t| {
+            matches!(
+                t["task_status"].as_str(),
+                Some("DONE" | "FAILED" | "CANCELLED")
+            )
+        })
+        .await
+    }
+
+    /// Stops the service as SIGTERM would.
+    pub async fn stop(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+    }
+
+    /// Files left in the data dir's temporary area.
+    pub fn leftover_tmp_files(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut stack = vec![self.data_dir.join("tmp")];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if entry.file_type().unwrap().is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    found.push(entry.path());
+                }
+            }
+        }
+        found
+    }
+
+    pub fn hf_cache(&self) -> PathBuf {
+        self.data_dir.join("models").join("huggingface")
+    }
+}
+
+/// Asserts an error answer: status, JSON content type and code; returns the message.
+pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> String {
+    assert_eq!(
+        response.status(),
+        status,
+        "unexpected status for {}",
+        response.url()
+    );
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    let message = body["message"].as_str().unwrap().to_string();
+    assert!(!message.is_empty());
+    message
+}

@@ -1,0 +1,14 @@
+//! The integration tests, compiled into one binary: the real service on
+//! loopback, an embedded SurrealDB, and an in-process fake Hugging Face Hub.
+
+mod helpers;
+mod support {
+    pub mod fake_hub;
+}
+
+mod huggingface;
+mod models;
+mod operations;
+mod restart;
+mod store;
+mod tasks;

@@ -1,0 +1,137 @@
+//! Health, metrics, the OpenAPI document, Swagger UI and the API key.
+
+use serde_json::Value;
+
+use crate::helpers::{Options, assert_error, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn health_metrics_and_docs_answer() {
+    let app = spawn_app().await;
+    let health = app.client.get(app.at("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(
+        health.json::<Value>().await.unwrap(),
+        serde_json::json!({"status": "ok"})
+    );
+
+    app.get_task("123e4567-e89b-12d3-a456-426614174000").await;
+    let metrics = app
+        .client
+        .get(app.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"vectorize_http_requests_total{route="get_task",status="404"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vectorize_http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"vectorize_tasks{status="PENDING"} 0"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vectorize_downloaded_bytes_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("vectorize_retries_total"), "{metrics}");
+
+    let docs = app.client.get(app.at("/docs")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("swagger"));
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route_and_its_errors() {
+    let app = spawn_app().await;
+    let spec: Value = app
+        .client
+        .get(app.at("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = spec["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/v1/upload/huggingface", "post"),
+        ("/v1/upload/tasks", "get"),
+        ("/v1/upload/tasks/{task_id}", "get"),
+        ("/v1/upload/tasks/{task_id}", "delete"),
+        ("/v1/upload/tasks/{task_id}/events", "get"),
+        ("/v1/models", "get"),
+        ("/v1/models/{model_id}", "get"),
+        ("/v1/models/{model_id}", "delete"),
+    ] {
+        let operation = &paths[path][method];
+        assert!(operation.is_object(), "{method} {path} is not documented");
+        for status in ["401", "404", "422", "500"] {
+            assert!(
+                operation["responses"][status].is_object(),
+                "{method} {path} lacks {status}"
+            );
+        }
+        assert!(
+            operation["security"].is_array(),
+            "{method} {path} declares no security"
+        );
+    }
+    assert!(
+        spec["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer",
+        "{}",
+        spec["components"]
+    );
+    let created = &paths["/v1/upload/huggingface"]["post"]["responses"]["201"];
+    assert!(created["headers"]["Location"].is_object(), "{created}");
+}
+
+#[tokio::test]
+async fn the_api_key_guards_v1_only_when_set() {
+    let open = spawn_app().await;
+    assert_eq!(open.list_tasks("").await.status(), 200);
+
+    let app = spawn_app_with(Options {
+        api_key: Some("s3cret".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_error(app.list_tasks("").await, 401, "UNAUTHORIZED").await;
+    let wrong = app
+        .client
+        .get(app.at("/v1/models"))
+        .bearer_auth("guess")
+        .send()
+        .await
+        .unwrap();
+    assert_error(wrong, 401, "UNAUTHORIZED").await;
+    let right = app
+        .client
+        .get(app.at("/v1/models"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    for open_path in ["/health", "/metrics", "/openapi.json", "/docs"] {
+        let response = app.client.get(app.at(open_path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{open_path}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_answer_json() {
+    let app = spawn_app().await;
+    assert_error(
+        app.client.get(app.at("/v1/nothing")).send().await.unwrap(),
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+}
