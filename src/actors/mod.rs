@@ -101,6 +101,6 @@ impl Actors {
                 "workers did not stop in time; unfinished tasks resume at the next start"
             );
         }
-        self.registry.stop(None);
+        let _ = self.registry.stop_and_wait(None, Some(within)).await;
     }
 }

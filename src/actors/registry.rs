@@ -320,6 +320,19 @@ impl Actor for TaskRegistry {
         Ok(())
     }
 
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut RegistryState,
+    ) -> Result<(), ActorProcessingErr> {
+        // The supervisor is this actor's child: it goes down with it.
+        let _ = state
+            .supervisor
+            .stop_and_wait(None, Some(Duration::from_secs(5)))
+            .await;
+        Ok(())
+    }
+
     async fn handle_supervisor_evt(
         &self,
         myself: ActorRef<Self::Msg>,

@@ -30,7 +30,7 @@ pub enum SupervisorMsg {
     /// partial files, then answer.
     Cancel {
         task: Box<UploadTask>,
-        reply: RpcReplyPort<Result<UploadTask, AppError>>,
+        reply: CancelReply,
     },
     /// The backoff of a task is over.
     RetryDue(Uuid),
@@ -40,6 +40,9 @@ pub enum SupervisorMsg {
 }
 
 pub struct UploadSupervisor;
+
+/// Where the answer to a cancel goes.
+type CancelReply = RpcReplyPort<Result<UploadTask, AppError>>;
 
 pub struct SupervisorArgs {
     pub registry: ActorRef<RegistryMsg>,
@@ -51,8 +54,9 @@ pub struct SupervisorArgs {
 struct Running {
     task: UploadTask,
     cancel: CancellationToken,
-    /// Set when the user cancelled: answer this once the worker is gone.
-    cancelled: Option<RpcReplyPort<Result<UploadTask, AppError>>>,
+    /// Set when the user cancelled: answer this (with the task as the
+    /// registry recorded it) once the worker is gone.
+    cancelled: Option<(CancelReply, Box<UploadTask>)>,
 }
 
 pub struct SupervisorState {
@@ -125,9 +129,9 @@ impl SupervisorState {
             return;
         };
         let task = running.task;
-        if let Some(reply) = running.cancelled {
+        if let Some((reply, cancelled)) = running.cancelled {
             self.args.fetchers.files.remove_task_staging(task.task_id);
-            let _ = reply.send(Ok(task));
+            let _ = reply.send(Ok(*cancelled));
             return;
         }
         let Some(cause) = failure else { return };
@@ -200,7 +204,7 @@ impl Actor for UploadSupervisor {
                 let running = state.running.values_mut().find(|r| r.task.task_id == id);
                 if let Some(running) = running {
                     running.cancel.cancel();
-                    running.cancelled = Some(reply);
+                    running.cancelled = Some((reply, task));
                 } else {
                     state.queue.retain(|t| t.task_id != id);
                     state.backing_off.remove(&id);

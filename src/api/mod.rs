@@ -7,6 +7,7 @@ pub mod auth;
 pub mod errors;
 pub mod models;
 pub mod objects;
+pub mod strict;
 pub mod tasks;
 pub mod uploads;
 

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use poem_openapi::{Enum, Object};
 use uuid::Uuid;
 
+use super::strict::StrictString;
 use crate::store::{self, ModelRecord, UploadTask};
 
 /// The body of every error answer.
@@ -214,10 +215,10 @@ pub struct ModelList {
 pub struct HuggingFaceUpload {
     /// A Hugging Face repo id: `name` or `namespace/name`.
     #[oai(validator(min_length = 1))]
-    pub model_tag: String,
+    pub model_tag: StrictString,
     /// Branch, tag or commit; empty or missing means `main`.
-    pub revision: Option<String>,
+    pub revision: Option<StrictString>,
     /// Glob patterns of the files to fetch; default
     /// `["*.safetensors", "*.json", "*.txt", "*.model"]`.
-    pub allow_patterns: Option<Vec<String>>,
+    pub allow_patterns: Option<Vec<StrictString>>,
 }

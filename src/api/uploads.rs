@@ -60,7 +60,7 @@ impl UploadsApi {
         let body = body.0;
         let repo = HfRepoId::parse(body.model_tag.trim())
             .map_err(|m| AppError::new(ErrorCode::InvalidModelTag, m))?;
-        let revision = non_empty(body.revision).unwrap_or_else(|| "main".into());
+        let revision = non_empty(body.revision.map(|r| r.0)).unwrap_or_else(|| "main".into());
         if revision.len() > 255
             || revision
                 .chars()
@@ -77,7 +77,7 @@ impl UploadsApi {
                 .iter()
                 .map(|p| p.to_string())
                 .collect(),
-            Some(patterns) => check_patterns(patterns)?,
+            Some(patterns) => check_patterns(patterns.into_iter().map(|p| p.0).collect())?,
         };
         let model_tag = format!("{}@{revision}", repo.as_str());
         let task = UploadTask::new(

@@ -193,7 +193,10 @@ impl HfHub {
         if status.is_success() || status.is_redirection() {
             return Ok(());
         }
-        let gated = error_detail(&response).is_some_and(|d| d.contains("GatedRepo"));
+        let gated = response
+            .headers()
+            .get("x-error-code")
+            .is_some_and(|code| code == "GatedRepo");
         if gated && matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
             let hint = if self.token.is_some() {
                 "the configured HF_TOKEN has not been granted access to it"

@@ -223,10 +223,8 @@ impl Store {
     pub async fn unfinished_tasks(&self) -> Result<Vec<UploadTask>, StoreError> {
         let mut response = self
             .db()
-            .query(
-                "SELECT * OMIT id FROM task WHERE task_status IN ['PENDING', 'RUNNING']
-                 ORDER BY created_at ASC",
-            )
+            .query("SELECT * OMIT id FROM task WHERE task_status IN $unfinished ORDER BY created_at ASC")
+            .bind(("unfinished", vec![TaskStatus::Pending, TaskStatus::Running]))
             .await?;
         Ok(response.take(0)?)
     }

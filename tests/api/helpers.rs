@@ -75,7 +75,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     }
     .resolve()
     .unwrap();
-    let app = App::start(config).await.expect("the service starts");
+    let app = start_when_unlocked(config).await;
     TestApp {
         url: app.url(),
         app: Some(app),
@@ -83,6 +83,22 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         hub,
         data_dir,
         _tmp: tmp,
+    }
+}
+
+/// Starts the service; a restart test may find the embedded database of the
+/// previous instance still closing (it closes in the background once its
+/// last handle is dropped), so a locked database is retried for a while.
+async fn start_when_unlocked(config: vectorize::Config) -> App {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match App::start(config.clone()).await {
+            Ok(app) => return app,
+            Err(e) if e.to_string().contains("locked") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the service does not start: {e}"),
+        }
     }
 }
 

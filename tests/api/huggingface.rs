@@ -203,7 +203,8 @@ async fn an_existing_model_is_409_and_an_upload_in_flight_is_409_with_its_locati
 async fn transient_failures_are_retried_and_counted() {
     let app = spawn_app().await;
     app.hub.add_repo(small_model("acme/flaky"));
-    app.hub.fail_next_matching(2, 503, "/api/models/");
+    app.hub
+        .fail_next_matching(2, 503, "GET /acme/flaky/resolve/");
     let id = app.upload_hf("acme/flaky").await;
     let done = app.wait_task(&id).await;
     assert_eq!(done["task_status"], "DONE", "{done}");
@@ -214,7 +215,8 @@ async fn transient_failures_are_retried_and_counted() {
 async fn a_hub_that_keeps_failing_ends_failed_after_four_attempts() {
     let app = spawn_app().await;
     app.hub.add_repo(small_model("acme/down"));
-    app.hub.fail_next_matching(usize::MAX, 503, "/resolve/");
+    app.hub
+        .fail_next_matching(usize::MAX, 503, "GET /acme/down/resolve/");
     let id = app.upload_hf("acme/down").await;
     let failed = app.wait_task(&id).await;
     assert_eq!(failed["task_status"], "FAILED", "{failed}");

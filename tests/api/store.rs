@@ -46,7 +46,17 @@ async fn the_schema_can_be_defined_twice() {
     let store = Store::open(&endpoint).await.unwrap();
     store.insert_model(&model("kept")).await.unwrap();
     drop(store);
-    let reopened = Store::open(&endpoint).await.unwrap();
+    // The engine closes in the background once its last handle is gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let reopened = loop {
+        match Store::open(&endpoint).await {
+            Ok(store) => break store,
+            Err(e) if e.to_string().contains("locked") && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
     assert!(
         reopened
             .find_model(Source::Local, "kept")

@@ -66,6 +66,24 @@ async fn the_list_filters_and_pages_newest_first() {
     assert_eq!(failed["total"], 0);
     assert!(failed["items"].as_array().unwrap().is_empty());
 
+    let metrics = app
+        .client
+        .get(app.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"vectorize_tasks{status="DONE"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"vectorize_tasks{status="RUNNING"} 0"#),
+        "{metrics}"
+    );
+
     for bad in [
         "?limit=0",
         "?limit=1001",

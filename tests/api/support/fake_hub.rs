@@ -1,12 +1,14 @@
 //! An in-process fake of the Hugging Face Hub, for integration tests that cannot reach
 //! huggingface.co. One poem server on `127.0.0.1:0` answers as the hub when reached as
-//! `http://127.0.0.1:PORT` — model info (`GET /api/models/{repo}/revision/{rev}[?blobs=true]`)
-//! and files (`HEAD`/`GET /{repo}/resolve/{rev}/{path}`) with the real hub's headers and
-//! `X-Error-Code` errors — and as the LFS CDN when reached as `http://localhost:PORT`
-//! (`/cdn/{sha256}`, no auth, Range support): LFS files answer a 302 to it, as the real hub
-//! redirects to a CDN on another host. Tests can inject faults (fixed statuses, a connection
-//! broken mid-body, throttled bodies) and read a log of every request received. Bodies are
-//! streamed in 64 KiB slices of shared `Bytes`, so a GiB file costs no copy per request.
+//! `http://127.0.0.1:PORT` — model info (`GET /api/models/{repo}[/revision/{rev}][?blobs=true]`),
+//! the file tree (`GET /api/models/{repo}/tree/{rev}[?recursive=true]`) and files
+//! (`HEAD`/`GET /{repo}/resolve/{rev}/{path}`), with the real hub's headers and `X-Error-Code`
+//! errors — and as the LFS CDN when reached as `http://localhost:PORT` (`/cdn/{sha256}`, no
+//! auth, Range support): LFS files answer a 302 to it, as the real hub redirects to a CDN on
+//! another host. The official Python client (huggingface_hub 2.4) downloads from it. Tests can
+//! inject faults (fixed statuses, a connection broken mid-body, throttled bodies) and read a
+//! log of every request received. Bodies are streamed in 64 KiB slices of shared `Bytes`, so a
+//! GiB file costs no copy per request.
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -86,6 +88,7 @@ struct State {
     repos: Vec<Arc<Repo>>,
     token: Option<String>,
     fail_next: (usize, u16),
+    fail_matching: (usize, u16, String),
     fail_always: Option<u16>,
     cut_after: Option<u64>,
     bytes_per_sec: u64,
@@ -151,13 +154,23 @@ impl FakeHub {
         self.state().fail_next = (n, status);
     }
 
+    /// The next `n` requests whose `"{METHOD} {path}"` (path as sent, without the query)
+    /// contains `path_part` — e.g. `"GET /org/name/resolve/"`, which the HEAD probe
+    /// before an upload's 201 does not match —
+    /// answer `status` with an empty body; others pass. `usize::MAX`: until `clear_faults`.
+    /// Replaces the previous such rule; it is checked before (and apart from) `fail_next`.
+    pub fn fail_next_matching(&self, n: usize, status: u16, path_part: &str) {
+        self.state().fail_matching = (n, status, path_part.to_owned());
+    }
+
     /// Every request answers `status` with an empty body until [`FakeHub::clear_faults`].
     pub fn fail_always(&self, status: u16) {
         self.state().fail_always = Some(status);
     }
 
-    /// The next file-body GET (hub or CDN) sends `bytes` bytes of its body, then breaks the
-    /// connection; the declared `Content-Length` stays the full length.
+    /// The next file-body GET (hub or CDN) whose body is longer than `bytes` sends `bytes` bytes
+    /// of it, then breaks the connection; the declared `Content-Length` stays the full length.
+    /// Shorter bodies, sent before it, pass untouched.
     pub fn cut_next_download_after(&self, bytes: u64) {
         self.state().cut_after = Some(bytes);
     }
@@ -172,6 +185,7 @@ impl FakeHub {
     pub fn clear_faults(&self) {
         let mut state = self.state();
         state.fail_next = (0, 0);
+        state.fail_matching = (0, 0, String::new());
         state.fail_always = None;
         state.cut_after = None;
         state.bytes_per_sec = 0;
@@ -209,7 +223,7 @@ pub fn safetensors_bytes(tensors: &[(&str, &[usize])]) -> Vec<u8> {
         header.insert((*name).into(), entry);
     }
     let mut header = Value::Object(header).to_string().into_bytes();
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
     let mut out = (header.len() as u64).to_le_bytes().to_vec();
@@ -247,7 +261,7 @@ impl File {
     }
 }
 
-/// A request as the routes see it. Routes answer `Err` for errors so that `?` works.
+/// A request as the routes see it.
 struct Ctx {
     inner: Arc<Inner>,
     url: String,
@@ -257,7 +271,8 @@ struct Ctx {
     token_ok: bool,
 }
 
-type Answer = Result<Response, Response>;
+/// A route's answer; error answers come as `Err` so that `?` works.
+type Answer = Result<Response, Box<Response>>;
 
 async fn handle(inner: Arc<Inner>, req: Request) -> Response {
     let get = |name: header::HeaderName| {
@@ -277,6 +292,12 @@ async fn handle(inner: Arc<Inner>, req: Request) -> Response {
             authorization: auth.clone(),
         });
         let mut fault = state.fail_always;
+        let matching = &mut state.fail_matching;
+        let request_line = format!("{} {path}", req.method());
+        if fault.is_none() && matching.0 > 0 && request_line.contains(matching.2.as_str()) {
+            matching.0 -= 1;
+            fault = Some(matching.1);
+        }
         if fault.is_none() && state.fail_next.0 > 0 {
             state.fail_next.0 -= 1;
             fault = Some(state.fail_next.1);
@@ -292,9 +313,7 @@ async fn handle(inner: Arc<Inner>, req: Request) -> Response {
     let path_and_query = req.uri().path_and_query().map_or("", |p| p.as_str());
     let url = format!("http://{host}{path_and_query}");
     let (has_auth, query) = (auth.is_some(), req.uri().query().unwrap_or(""));
-    let blobs = query
-        .split('&')
-        .any(|kv| kv == "blobs=true" || kv == "blobs=1");
+    let flag = |name: &str| query.split('&').any(|kv| kv == format!("{name}=true"));
     let cx = Ctx {
         inner,
         url,
@@ -306,11 +325,14 @@ async fn handle(inner: Arc<Inner>, req: Request) -> Response {
     let answer = if host.split(':').next() == Some("localhost") {
         cdn(&cx, &path)
     } else if let Some(rest) = path.strip_prefix("/api/models/") {
-        model_info(&cx, rest, blobs)
+        match split_repo(rest, "tree") {
+            Some((repo_id, after)) => tree(&cx, &repo_id, after, flag("recursive")),
+            None => model_info(&cx, rest, flag("blobs")),
+        }
     } else {
         resolve(&cx, &path[1..])
     };
-    answer.unwrap_or_else(|error| error)
+    answer.unwrap_or_else(|error| *error)
 }
 
 /// `GET`/`HEAD /cdn/{sha256}` on the CDN host: any LFS file's bytes, no auth.
@@ -326,10 +348,12 @@ fn cdn(cx: &Ctx, path: &str) -> Answer {
     Ok(serve_body(cx, bytes, sha, None))
 }
 
-/// `GET /api/models/{repo_id}/revision/{revision}[?blobs=true]`.
+/// `GET /api/models/{repo_id}[/revision/{revision}][?blobs=true]`.
 fn model_info(cx: &Ctx, rest: &str, blobs: bool) -> Answer {
-    let (repo_id, revision) = split_repo(rest, "revision").ok_or_else(|| empty(404))?;
-    let repo = find_repo(cx, &repo_id, &decode(revision))?;
+    let repo = match split_repo(rest, "revision") {
+        Some((repo_id, revision)) => find_repo(cx, &repo_id, Some(&decode(revision)))?,
+        None => find_repo(cx, &decode(rest.trim_end_matches('/')), None)?,
+    };
     let sibling = |f: &File| {
         let mut sibling = json!({ "rfilename": f.path });
         if blobs {
@@ -351,8 +375,46 @@ fn model_info(cx: &Ctx, rest: &str, blobs: bool) -> Answer {
         "gated": info.gated.map_or(json!(false), |g| json!(g)),
         "siblings": repo.files.iter().map(sibling).collect::<Vec<_>>(),
     });
+    Ok(json_response(body))
+}
+
+/// `GET /api/models/{repo_id}/tree/{revision}[/{dir}][?recursive=true]`: the files and
+/// directories under `dir` (all descendants when recursive), in one page.
+fn tree(cx: &Ctx, repo_id: &str, after: &str, recursive: bool) -> Answer {
+    let (revision, dir) = after.split_once('/').unwrap_or((after, ""));
+    let repo = find_repo(cx, repo_id, Some(&decode(revision)))?;
+    let dir = decode(dir.trim_end_matches('/'));
+    let base = if dir.is_empty() {
+        dir
+    } else {
+        format!("{dir}/")
+    };
+    let mut items: Vec<Value> = Vec::new();
+    for f in repo.files.iter().filter(|f| f.path.starts_with(&base)) {
+        let rel = &f.path[base.len()..];
+        let depth = if recursive { usize::MAX } else { 1 };
+        for (i, _) in rel.match_indices('/').take(depth) {
+            let path = format!("{base}{}", &rel[..i]);
+            if !items.iter().any(|item| item["path"] == path.as_str()) {
+                let oid = &hex::encode(Sha256::digest(&path))[..40];
+                items.push(json!({"type": "directory", "oid": oid, "size": 0, "path": path}));
+            }
+        }
+        if recursive || !rel.contains('/') {
+            let size = f.bytes.len();
+            let mut item = json!({"type": "file", "oid": f.blob_id, "size": size, "path": f.path});
+            if f.lfs {
+                item["lfs"] = json!({"oid": f.sha256, "size": size, "pointerSize": f.pointer_size});
+            }
+            items.push(item);
+        }
+    }
+    Ok(json_response(Value::Array(items)))
+}
+
+fn json_response(body: Value) -> Response {
     let response = Response::builder().content_type("application/json");
-    Ok(response.body(body.to_string()))
+    response.body(body.to_string())
 }
 
 /// `HEAD`/`GET /{repo_id}/resolve/{revision}/{path}`: regular files served here, LFS files
@@ -360,7 +422,7 @@ fn model_info(cx: &Ctx, rest: &str, blobs: bool) -> Answer {
 fn resolve(cx: &Ctx, rest: &str) -> Answer {
     let (repo_id, after) = split_repo(rest, "resolve").ok_or_else(|| empty(404))?;
     let (revision, path) = after.split_once('/').unwrap_or((after, ""));
-    let repo = find_repo(cx, &repo_id, &decode(revision))?;
+    let repo = find_repo(cx, &repo_id, Some(&decode(revision)))?;
     if repo.info.gated.is_some() && !cx.token_ok {
         let (code, why) = match cx.has_auth {
             false => (
@@ -370,12 +432,12 @@ fn resolve(cx: &Ctx, rest: &str) -> Answer {
             true => (403, "You are not in the authorized list. Ask for access."),
         };
         let message = format!("Access to model {repo_id} is restricted. {why}");
-        return Err(hub_error(code, "GatedRepo", &message));
+        return Err(hub_error(code, "GatedRepo", &message).into());
     }
     let path = decode(path);
     let Some(file) = repo.files.iter().find(|f| f.path == path) else {
         let message = format!("Entry not found for url: {}", cx.url);
-        return Err(hub_error(404, "EntryNotFound", &message));
+        return Err(hub_error(404, "EntryNotFound", &message).into());
     };
     if !file.lfs {
         let commit = Some(repo.info.commit.as_str());
@@ -394,19 +456,21 @@ fn resolve(cx: &Ctx, rest: &str) -> Answer {
 }
 
 /// The hub's repo checks: 401 `RepoNotFound` when missing or private without the token;
-/// 404 `RevisionNotFound` when `revision` is neither one of its revisions nor its commit.
-fn find_repo(cx: &Ctx, id: &str, revision: &str) -> Result<Arc<Repo>, Response> {
+/// 404 `RevisionNotFound` when `revision` is neither one of its revisions nor its commit
+/// (`None`: the default branch, taken to be the commit).
+fn find_repo(cx: &Ctx, id: &str, revision: Option<&str>) -> Result<Arc<Repo>, Box<Response>> {
     let state = cx.inner.state.lock().unwrap();
     let repo = state.repos.iter().find(|r| r.info.id == id).cloned();
     drop(state);
     let Some(repo) = repo.filter(|r| !r.info.private || cx.token_ok) else {
         let message = format!("Repository Not Found for url: {}.", cx.url);
-        return Err(hub_error(401, "RepoNotFound", &message));
+        return Err(hub_error(401, "RepoNotFound", &message).into());
     };
     let info = &repo.info;
+    let revision = revision.unwrap_or(&info.commit);
     if revision != info.commit && !info.revisions.iter().any(|r| r == revision) {
         let message = format!("Invalid rev id: {revision}");
-        return Err(hub_error(404, "RevisionNotFound", &message));
+        return Err(hub_error(404, "RevisionNotFound", &message).into());
     }
     Ok(repo)
 }
@@ -473,7 +537,12 @@ fn serve_body(cx: &Ctx, data: Bytes, etag: &str, commit: Option<&str>) -> Respon
     if cx.head {
         return response.finish();
     }
-    let cut = cx.inner.state.lock().unwrap().cut_after.take();
+    let mut state = cx.inner.state.lock().unwrap();
+    let cut = match state.cut_after {
+        Some(cut) if cut < end - start => state.cut_after.take(),
+        _ => None,
+    };
+    drop(state);
     let body = data.slice(start as usize..end as usize);
     response.body(body_stream(cx.inner.clone(), body, cut))
 }
