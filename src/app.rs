@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::actors::{Actors, Fetchers, RegistryArgs};
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::sources::github::GitHub;
 use crate::sources::huggingface::HfHub;
 use crate::store::Store;
 use crate::store::files::ModelFiles;
@@ -37,10 +38,16 @@ impl App {
         let store = Store::open(&config.db).await?;
         let files = ModelFiles::new(&config.data_dir);
         let hub = HfHub::new(&config.hf_endpoint, config.hf_token.as_deref());
+        let github = GitHub::new(
+            &config.github_api_url,
+            &config.github_server_url,
+            config.github_token.as_deref(),
+        );
         let fetchers = Arc::new(Fetchers {
             store: store.clone(),
             files: files.clone(),
             hub: hub.clone(),
+            github: github.clone(),
         });
         let actors = Actors::start(RegistryArgs {
             store: store.clone(),
@@ -61,6 +68,7 @@ impl App {
             store,
             files,
             hub,
+            github,
             actors,
         });
         let stop_accepting = CancellationToken::new();

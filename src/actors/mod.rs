@@ -12,6 +12,7 @@ use ractor::{Actor, ActorRef, RpcReplyPort};
 use tokio::sync::broadcast;
 
 use crate::error::AppError;
+use crate::sources::github::GitHub;
 use crate::sources::huggingface::HfHub;
 use crate::store::files::ModelFiles;
 use crate::store::{Store, UploadTask};
@@ -24,6 +25,7 @@ pub struct Fetchers {
     pub store: Store,
     pub files: ModelFiles,
     pub hub: HfHub,
+    pub github: GitHub,
 }
 
 /// The running actor system, as the API and shutdown see it.

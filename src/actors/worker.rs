@@ -133,11 +133,59 @@ async fn attempt(
 ) -> Result<ModelRecord, SourceError> {
     match task.source {
         Source::Huggingface => attempt_huggingface(fetchers, task, progress, cancel).await,
+        Source::Github => attempt_github(fetchers, task, progress, cancel).await,
         other => Err(SourceError::Permanent(format!(
             "uploads from {} are not supported by this server yet",
             other.as_str()
         ))),
     }
+}
+
+async fn attempt_github(
+    fetchers: &Fetchers,
+    task: &UploadTask,
+    progress: &ProgressSink,
+    cancel: &CancellationToken,
+) -> Result<ModelRecord, SourceError> {
+    let request = &task.request;
+    let files = fetchers.files.clone();
+    let staging = files.task_staging(task.task_id);
+    let fetched = fetchers
+        .github
+        .fetch(request, &staging, progress, cancel)
+        .await?;
+    if cancel.is_cancelled() {
+        return Err(SourceError::Cancelled);
+    }
+    let (repo, commit, folder) = (
+        request.repo.clone(),
+        fetched.commit.clone(),
+        fetched.folder.clone(),
+    );
+    let installed = tokio::task::spawn_blocking(move || {
+        let installed = files.install_github_folder(&repo, &commit, &folder);
+        files.remove_task_staging_dir(&staging);
+        installed
+    })
+    .await
+    .map_err(|e| SourceError::Transient(format!("installing the files stopped: {e}")))?
+    .map_err(|e| {
+        SourceError::Transient(format!("could not install the files in the store: {e}"))
+    })?;
+    let now = Utc::now();
+    Ok(ModelRecord {
+        model_id: Uuid::now_v7(),
+        model_tag: task.model_tag.clone(),
+        name: request.repo.clone(),
+        source: Source::Github,
+        revision: Some(request.revision.clone()),
+        commit_sha: Some(fetched.commit),
+        path: fetchers.files.relative(&installed),
+        size_bytes: fetched.files.iter().map(|f| f.size).sum(),
+        files: fetched.files,
+        created_at: now,
+        updated_at: now,
+    })
 }
 
 async fn attempt_huggingface(

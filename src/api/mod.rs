@@ -22,6 +22,7 @@ use poem_openapi::{OpenApiService, Tags};
 use crate::actors::{Actors, RegistryMsg};
 use crate::config::Config;
 use crate::error::AppError;
+use crate::sources::github::GitHub;
 use crate::sources::huggingface::HfHub;
 use crate::store::files::ModelFiles;
 use crate::store::{Store, UploadTask};
@@ -32,6 +33,7 @@ pub struct AppState {
     pub store: Store,
     pub files: ModelFiles,
     pub hub: HfHub,
+    pub github: GitHub,
     pub actors: Actors,
 }
 

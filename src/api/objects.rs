@@ -210,6 +210,21 @@ pub struct ModelList {
     pub total: u64,
 }
 
+/// `POST /v1/upload/github`.
+#[derive(Debug, Clone, Object)]
+pub struct GitHubUpload {
+    /// The repository's owner, a GitHub login.
+    #[oai(validator(min_length = 1))]
+    pub owner: StrictString,
+    /// The repository's name.
+    #[oai(validator(min_length = 1))]
+    pub repo_name: StrictString,
+    /// Branch, tag or commit sha; empty or missing means `main`.
+    pub revision: Option<StrictString>,
+    /// A synonym of `revision`; giving both with different values is an error.
+    pub tag: Option<StrictString>,
+}
+
 /// `POST /v1/upload/huggingface`.
 #[derive(Debug, Clone, Object)]
 pub struct HuggingFaceUpload {

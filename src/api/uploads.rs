@@ -9,11 +9,12 @@ use poem_openapi::{ApiResponse, OpenApi};
 
 use super::auth::ApiKeyAuth;
 use super::errors::ApiError;
-use super::objects::{HuggingFaceUpload, Task};
+use super::objects::{GitHubUpload, HuggingFaceUpload, Task};
 use super::{ApiTags, AppState};
 use crate::actors::RegistryMsg;
 use crate::error::{AppError, ErrorCode};
 use crate::sources::SourceError;
+use crate::sources::github::{GithubRepo, is_valid_revision};
 use crate::sources::huggingface::HfRepoId;
 use crate::store::{Source, UploadRequest, UploadTask};
 
@@ -89,19 +90,75 @@ impl UploadsApi {
                 allow_patterns,
             },
         );
+        let hub = &self.state.hub;
+        self.submit(
+            task,
+            "the Hugging Face Hub",
+            hub.check_access(&repo, &revision),
+        )
+        .await
+    }
+
+    /// Upload a model from GitHub
+    ///
+    /// Checks the repository and revision on GitHub, then clones it in the
+    /// background (Git LFS weights included), checks the model's files and
+    /// installs the folder holding the weights. Follow the task at the
+    /// `Location` it answers.
+    #[oai(
+        path = "/v1/upload/github",
+        method = "post",
+        operation_id = "upload_github"
+    )]
+    async fn upload_github(
+        &self,
+        _auth: ApiKeyAuth,
+        body: Json<GitHubUpload>,
+    ) -> Result<TaskCreated, ApiError> {
+        let body = body.0;
+        let repo = GithubRepo::parse(&body.owner, &body.repo_name)
+            .map_err(|m| AppError::new(ErrorCode::InvalidUrl, m))?;
+        let revision = github_revision(&body)?;
+        if !is_valid_revision(&revision) {
+            return Err(AppError::new(
+                ErrorCode::InvalidUrl,
+                format!("'{revision}' is not a valid git branch, tag or commit name"),
+            )
+            .into());
+        }
+        let task = UploadTask::new(
+            Source::Github,
+            format!("{}@{revision}", repo.full_name()),
+            UploadRequest {
+                repo: repo.full_name(),
+                revision: revision.clone(),
+                allow_patterns: Vec::new(),
+            },
+        );
+        let github = &self.state.github;
+        let check = async { github.resolve(&repo, &revision).await.map(|_| ()) };
+        self.submit(task, "GitHub", check).await
+    }
+}
+
+impl UploadsApi {
+    /// Runs the checks every remote upload shares, in the contract's order
+    /// (409 first, then upstream), and registers the task.
+    async fn submit(
+        &self,
+        task: UploadTask,
+        upstream: &str,
+        check: impl Future<Output = Result<(), SourceError>>,
+    ) -> Result<TaskCreated, ApiError> {
         self.state.refuse_duplicate(&task).await?;
-        self.state
-            .hub
-            .check_access(&repo, &revision)
-            .await
-            .map_err(|e| match e {
-                SourceError::Transient(m) => AppError::new(
-                    ErrorCode::UpstreamError,
-                    format!("the Hugging Face Hub could not be asked: {m}"),
-                ),
-                SourceError::Permanent(m) => AppError::new(ErrorCode::NotFound, m),
-                SourceError::Cancelled => AppError::internal("a hub check was cancelled"),
-            })?;
+        check.await.map_err(|e| match e {
+            SourceError::Transient(m) => AppError::new(
+                ErrorCode::UpstreamError,
+                format!("{upstream} could not be asked: {m}"),
+            ),
+            SourceError::Permanent(m) => AppError::new(ErrorCode::NotFound, m),
+            SourceError::Cancelled => AppError::internal("an upstream check was cancelled"),
+        })?;
         let task = self
             .state
             .actors
@@ -111,6 +168,19 @@ impl UploadsApi {
             })
             .await?;
         Ok(TaskCreated::new(task))
+    }
+}
+
+/// The revision a GitHub request names: `revision` or its synonym `tag`.
+fn github_revision(body: &GitHubUpload) -> Result<String, AppError> {
+    let revision = non_empty(body.revision.clone().map(|r| r.0));
+    let tag = non_empty(body.tag.clone().map(|t| t.0));
+    match (revision, tag) {
+        (Some(r), Some(t)) if r != t => Err(AppError::new(
+            ErrorCode::ValidationError,
+            format!("'revision' ({r}) and its synonym 'tag' ({t}) disagree; give one of them"),
+        )),
+        (r, t) => Ok(r.or(t).unwrap_or_else(|| "main".into())),
     }
 }
 

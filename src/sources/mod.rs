@@ -5,6 +5,7 @@
 //! routes, so they are tested directly against the fake upstreams.
 
 pub mod download;
+pub mod github;
 pub mod huggingface;
 
 use std::sync::Arc;
@@ -96,6 +97,14 @@ impl ProgressSink {
         self.0.files_total.store(files_total, Ordering::Relaxed);
         self.0.bytes_done.store(0, Ordering::Relaxed);
         self.0.files_done.store(0, Ordering::Relaxed);
+    }
+
+    /// Sets the counts from a transfer that reports totals so far (a git fetch).
+    pub fn set_transfer(&self, bytes_done: u64, objects_done: u64, objects_total: u64) {
+        self.0.bytes_done.store(bytes_done, Ordering::Relaxed);
+        self.0.bytes_total.store(bytes_done, Ordering::Relaxed);
+        self.0.files_done.store(objects_done, Ordering::Relaxed);
+        self.0.files_total.store(objects_total, Ordering::Relaxed);
     }
 
     pub fn add_bytes(&self, n: u64) {

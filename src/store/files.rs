@@ -159,6 +159,31 @@ impl ModelFiles {
         Ok(snapshot)
     }
 
+    /// Moves a staged GitHub model folder to
+    /// `models/github/{owner}/{repo}/{commit}/` with one rename. Another
+    /// revision name for the same commit has installed the same files
+    /// already: that folder is kept and the staged one dropped.
+    pub fn install_github_folder(
+        &self,
+        full_name: &str,
+        commit: &str,
+        staged: &Path,
+    ) -> io::Result<PathBuf> {
+        let target = self
+            .data_dir
+            .join("models")
+            .join("github")
+            .join(full_name)
+            .join(commit);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        if !target.exists() {
+            std::fs::rename(staged, &target)?;
+        }
+        Ok(target)
+    }
+
     /// Removes one Hugging Face model: its ref, its snapshot unless
     /// `snapshot_shared`, and every blob no remaining snapshot links to.
     pub fn remove_hf_model(
@@ -197,14 +222,15 @@ impl ModelFiles {
         Ok(())
     }
 
-    /// Removes a model's files; a Hugging Face snapshot only when not
-    /// `snapshot_shared` with another model, and its blobs only when no
-    /// snapshot links to them any more.
+    /// Removes a model's files; its folder only when not `snapshot_shared`
+    /// with another model (two revision names of one commit), and Hugging
+    /// Face blobs only when no snapshot links to them any more.
     pub fn remove_model(&self, model: &ModelRecord, snapshot_shared: bool) {
         let removed = match (model.source, &model.revision, &model.commit_sha) {
             (Source::Huggingface, Some(revision), Some(commit)) => {
                 self.remove_hf_model(&model.name, revision, commit, snapshot_shared)
             }
+            _ if snapshot_shared => Ok(()),
             _ => {
                 remove_dir_if_present(&self.absolute(&model.path));
                 Ok(())
@@ -213,6 +239,52 @@ impl ModelFiles {
         if let Err(e) = removed {
             tracing::warn!(model_id = %model.model_id, error = %e, "could not remove all of a model's files");
         }
+    }
+}
+
+/// The layout of local ZIP uploads: `models/local/{model_tag}/` for
+/// installed models and `tmp/uploads/` for request bodies and their staging
+/// folders while a request runs (swept at start like the rest of `tmp/`).
+impl ModelFiles {
+    /// Where local models are installed, one folder per model tag.
+    pub fn local_models_dir(&self) -> PathBuf {
+        self.data_dir.join("models").join("local")
+    }
+
+    /// Where uploaded archives and their staging folders live while a
+    /// request runs; on the same file system as `models/`, so installing is
+    /// a rename.
+    pub fn upload_tmp_dir(&self) -> PathBuf {
+        self.tmp_dir().join("uploads")
+    }
+
+    /// Moves a staged local model folder to `models/local/{model_tag}/` with
+    /// one rename. The caller has made sure no registered model holds the
+    /// tag, so a folder already there is the leftover of an install that was
+    /// never registered (a crash in between): it is moved aside and removed.
+    pub fn install_local_model(&self, staged: &Path, model_tag: &str) -> io::Result<PathBuf> {
+        let tag_is_one_component = !model_tag.is_empty()
+            && model_tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !tag_is_one_component {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("'{model_tag}' is not a local model tag"),
+            ));
+        }
+        let target = self.local_models_dir().join(model_tag);
+        std::fs::create_dir_all(self.local_models_dir())?;
+        if target.symlink_metadata().is_ok() {
+            let aside = self
+                .upload_tmp_dir()
+                .join(format!("orphan-{model_tag}-{}", Uuid::new_v4()));
+            std::fs::create_dir_all(self.upload_tmp_dir())?;
+            std::fs::rename(&target, &aside)?;
+            remove_dir_if_present(&aside);
+        }
+        std::fs::rename(staged, &target)?;
+        Ok(target)
     }
 }
 

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use vectorize::{App, ConfigArgs};
 
 use crate::support::fake_hub::{FakeHub, HubFile, HubRepo, random_commit, safetensors_bytes};
+use crate::support::git_server::GitServer;
 
 /// Options of a test service; `Default` is a fresh `mem://` database.
 #[derive(Default)]
@@ -22,6 +23,11 @@ pub struct Options {
     pub max_concurrent_tasks: Option<usize>,
     /// Point the service at this hub URL instead of the fake's.
     pub hf_endpoint: Option<String>,
+    /// The test GitHub (REST, git and LFS) the service talks to.
+    pub github: Option<GitServer>,
+    pub github_token: Option<String>,
+    /// Point the service at this GitHub API URL instead of the test server's.
+    pub github_api_url: Option<String>,
 }
 
 pub struct TestApp {
@@ -71,6 +77,11 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         api_key: options.api_key,
         hf_endpoint: Some(options.hf_endpoint.unwrap_or_else(|| hub.url())),
         hf_token: options.hf_token,
+        github_api_url: options
+            .github_api_url
+            .or(options.github.as_ref().map(GitServer::api_url)),
+        github_server_url: options.github.as_ref().map(GitServer::server_url),
+        github_token: options.github_token,
         ..Default::default()
     }
     .resolve()
@@ -137,6 +148,15 @@ pub fn small_model(id: &str) -> HubRepo {
 impl TestApp {
     pub fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)
+    }
+
+    pub async fn post_github(&self, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.at("/v1/upload/github"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn post_hf(&self, body: Value) -> reqwest::Response {

@@ -4,8 +4,10 @@
 mod helpers;
 mod support {
     pub mod fake_hub;
+    pub mod git_server;
 }
 
+mod github;
 mod huggingface;
 mod models;
 mod operations;
