@@ -170,152 +170,11 @@ impl Actor for TaskRegistry {
         message: RegistryMsg,
         state: &mut RegistryState,
     ) -> Result<(), ActorProcessingErr> {
-        match message {
-            RegistryMsg::Submit { task, reply } => {
-                let answer = if let Some(running) = state.in_flight(&task) {
-                    Err(upload_in_progress(running))
-                } else {
-                    match state.store.insert_task(&task).await {
-                        Ok(()) => {
-                            state.live.insert(task.task_id, (*task.clone(), false));
-                            state.publish(&task);
-                            state
-                                .supervisor
-                                .cast(SupervisorMsg::Enqueue(task.clone()))?;
-                            Ok(*task)
-                        }
-                        Err(e) => Err(store_failure(e)),
-                    }
-                };
-                let _ = reply.send(answer);
-            }
-            RegistryMsg::FindInFlight { task, reply } => {
-                let _ = reply.send(Ok(state.in_flight(&task).cloned()));
-            }
-            RegistryMsg::Get { id, reply } => {
-                let answer = match state.live.get(&id) {
-                    Some((task, _)) => Ok(Some(task.clone())),
-                    None => state.store.get_task(id).await.map_err(store_failure),
-                };
-                let _ = reply.send(answer);
-            }
-            RegistryMsg::List { filter, reply } => {
-                let answer = state
-                    .store
-                    .list_tasks(&filter)
-                    .await
-                    .map_err(store_failure)
-                    .map(|(mut items, total)| {
-                        for item in &mut items {
-                            if let Some((live, _)) = state.live.get(&item.task_id) {
-                                *item = live.clone();
-                            }
-                        }
-                        (items, total)
-                    });
-                let _ = reply.send(answer);
-            }
-            RegistryMsg::Cancel { id, reply } => {
-                let Some((mut task, _)) = state.live.get(&id).cloned() else {
-                    let answer = match state.store.get_task(id).await {
-                        Ok(Some(task)) => Err(AppError::new(
-                            ErrorCode::TaskFinished,
-                            format!(
-                                "task {id} already ended as {}; there is nothing to cancel",
-                                task.task_status.as_str()
-                            ),
-                        )),
-                        Ok(None) => Err(AppError::new(
-                            ErrorCode::NotFound,
-                            format!("no task has the id {id}"),
-                        )),
-                        Err(e) => Err(store_failure(e)),
-                    };
-                    let _ = reply.send(answer);
-                    return Ok(());
-                };
-                let now = Utc::now();
-                task.task_status = TaskStatus::Cancelled;
-                task.updated_at = now;
-                task.finished_at = Some(now);
-                match state.record(task.clone()).await {
-                    Ok(task) => state.supervisor.cast(SupervisorMsg::Cancel {
-                        task: Box::new(task),
-                        reply,
-                    })?,
-                    Err(e) => {
-                        let _ = reply.send(Err(store_failure(e)));
-                    }
-                }
-            }
-            RegistryMsg::AttemptStarted { id, attempt } => {
-                if let Some((mut task, _)) = state.live.get(&id).cloned() {
-                    let now = Utc::now();
-                    task.task_status = TaskStatus::Running;
-                    task.attempts = attempt;
-                    task.error_msg = None;
-                    task.started_at.get_or_insert(now);
-                    task.updated_at = now;
-                    state.record(task).await?;
-                }
-            }
-            RegistryMsg::Progress { id, progress } => {
-                if let Some((task, dirty)) = state.live.get_mut(&id)
-                    && task.progress != progress
-                {
-                    task.progress = progress;
-                    task.updated_at = Utc::now();
-                    *dirty = true;
-                    let _ = state.events.send(task.clone());
-                }
-            }
-            RegistryMsg::Completed { id, model, reply } => {
-                let Some((mut task, _)) = state.live.get(&id).cloned() else {
-                    let _ = reply.send(Ok(false));
-                    return Ok(());
-                };
-                let now = Utc::now();
-                task.task_status = TaskStatus::Done;
-                task.model_id = Some(model.model_id);
-                task.progress.bytes_done = task.progress.bytes_total;
-                task.progress.files_done = task.progress.files_total;
-                task.updated_at = now;
-                task.finished_at = Some(now);
-                match state.store.complete_task(&task, &model).await {
-                    Ok(()) => {
-                        state.live.remove(&id);
-                        state.publish(&task);
-                        let _ = reply.send(Ok(true));
-                    }
-                    Err(StoreError::Duplicate { .. }) => {
-                        let message = format!(
-                            "the model '{}' ({}) was registered by another upload meanwhile",
-                            task.model_tag,
-                            task.source.as_str()
-                        );
-                        fail(state, id, message).await?;
-                        let _ = reply.send(Ok(false));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(store_failure(e)));
-                    }
-                }
-            }
-            RegistryMsg::Failed { id, message } => fail(state, id, message).await?,
-            RegistryMsg::Flush { reply } => {
-                for (task, dirty) in state.live.values_mut() {
-                    if *dirty {
-                        state.store.save_task(task).await?;
-                        *dirty = false;
-                    }
-                }
-                if let Some(reply) = reply {
-                    let _ = reply.send(());
-                }
-            }
-            RegistryMsg::Supervisor { reply } => {
-                let _ = reply.send(state.supervisor.clone());
-            }
+        // A database hiccup must not take the registry down: the change is
+        // logged and dropped (a waiting caller sees its reply port close and
+        // answers 500), and the registry keeps serving.
+        if let Err(e) = apply(state, message).await {
+            tracing::error!(error = %e, "the registry could not apply a change");
         }
         Ok(())
     }
@@ -348,6 +207,165 @@ impl Actor for TaskRegistry {
         }
         Ok(())
     }
+}
+
+/// Applies one message to the registry's state.
+async fn apply(state: &mut RegistryState, message: RegistryMsg) -> Result<(), ActorProcessingErr> {
+    match message {
+        RegistryMsg::Submit { task, reply } => {
+            let answer = if let Some(running) = state.in_flight(&task) {
+                Err(upload_in_progress(running))
+            } else {
+                match state.store.insert_task(&task).await {
+                    Ok(()) => {
+                        state.live.insert(task.task_id, (*task.clone(), false));
+                        state.publish(&task);
+                        state
+                            .supervisor
+                            .cast(SupervisorMsg::Enqueue(task.clone()))?;
+                        Ok(*task)
+                    }
+                    Err(e) => Err(store_failure(e)),
+                }
+            };
+            let _ = reply.send(answer);
+        }
+        RegistryMsg::FindInFlight { task, reply } => {
+            let _ = reply.send(Ok(state.in_flight(&task).cloned()));
+        }
+        RegistryMsg::Get { id, reply } => {
+            let answer = match state.live.get(&id) {
+                Some((task, _)) => Ok(Some(task.clone())),
+                None => state.store.get_task(id).await.map_err(store_failure),
+            };
+            let _ = reply.send(answer);
+        }
+        RegistryMsg::List { filter, reply } => {
+            let answer = state
+                .store
+                .list_tasks(&filter)
+                .await
+                .map_err(store_failure)
+                .map(|(mut items, total)| {
+                    for item in &mut items {
+                        if let Some((live, _)) = state.live.get(&item.task_id) {
+                            *item = live.clone();
+                        }
+                    }
+                    (items, total)
+                });
+            let _ = reply.send(answer);
+        }
+        RegistryMsg::Cancel { id, reply } => {
+            let Some((mut task, _)) = state.live.get(&id).cloned() else {
+                let answer = match state.store.get_task(id).await {
+                    Ok(Some(task)) => Err(AppError::new(
+                        ErrorCode::TaskFinished,
+                        format!(
+                            "task {id} already ended as {}; there is nothing to cancel",
+                            task.task_status.as_str()
+                        ),
+                    )),
+                    Ok(None) => Err(AppError::new(
+                        ErrorCode::NotFound,
+                        format!("no task has the id {id}"),
+                    )),
+                    Err(e) => Err(store_failure(e)),
+                };
+                let _ = reply.send(answer);
+                return Ok(());
+            };
+            let now = Utc::now();
+            task.task_status = TaskStatus::Cancelled;
+            task.updated_at = now;
+            task.finished_at = Some(now);
+            match state.record(task.clone()).await {
+                Ok(task) => state.supervisor.cast(SupervisorMsg::Cancel {
+                    task: Box::new(task),
+                    reply,
+                })?,
+                Err(e) => {
+                    let _ = reply.send(Err(store_failure(e)));
+                }
+            }
+        }
+        RegistryMsg::AttemptStarted { id, attempt } => {
+            if let Some((mut task, _)) = state.live.get(&id).cloned() {
+                let now = Utc::now();
+                task.task_status = TaskStatus::Running;
+                task.attempts = attempt;
+                task.error_msg = None;
+                task.started_at.get_or_insert(now);
+                task.updated_at = now;
+                state.record(task).await?;
+            }
+        }
+        RegistryMsg::Progress { id, progress } => {
+            if let Some((task, dirty)) = state.live.get_mut(&id)
+                && task.progress != progress
+            {
+                task.progress = progress;
+                task.updated_at = Utc::now();
+                *dirty = true;
+                let _ = state.events.send(task.clone());
+            }
+        }
+        RegistryMsg::Completed { id, model, reply } => {
+            let Some((mut task, _)) = state.live.get(&id).cloned() else {
+                let _ = reply.send(Ok(false));
+                return Ok(());
+            };
+            let now = Utc::now();
+            task.task_status = TaskStatus::Done;
+            task.model_id = Some(model.model_id);
+            task.progress.bytes_done = task.progress.bytes_total;
+            task.progress.files_done = task.progress.files_total;
+            task.updated_at = now;
+            task.finished_at = Some(now);
+            match state.store.complete_task(&task, &model).await {
+                Ok(()) => {
+                    state.live.remove(&id);
+                    state.publish(&task);
+                    let _ = reply.send(Ok(true));
+                }
+                Err(StoreError::Duplicate { .. }) => {
+                    let message = format!(
+                        "the model '{}' ({}) was registered by another upload meanwhile",
+                        task.model_tag,
+                        task.source.as_str()
+                    );
+                    fail(state, id, message).await?;
+                    let _ = reply.send(Ok(false));
+                }
+                Err(e) => {
+                    tracing::error!(task_id = %id, error = %e, "could not register a finished model");
+                    let _ = reply.send(Ok(false));
+                    fail(
+                        state,
+                        id,
+                        "the model could not be registered in the database".into(),
+                    )
+                    .await?;
+                }
+            }
+        }
+        RegistryMsg::Failed { id, message } => fail(state, id, message).await?,
+        RegistryMsg::Flush { reply } => {
+            for (task, dirty) in state.live.values_mut() {
+                if *dirty {
+                    state.store.save_task(task).await?;
+                    *dirty = false;
+                }
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(());
+            }
+        }
+        RegistryMsg::Supervisor { reply } => {
+            let _ = reply.send(state.supervisor.clone());
+        }
+    }
+    Ok(())
 }
 
 /// The 409 for a second upload of a model already in flight.
