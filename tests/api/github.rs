@@ -321,6 +321,33 @@ async fn rate_limits_and_unreachable_github_are_502() {
 }
 
 #[tokio::test]
+async fn a_flaky_git_server_is_retried_and_a_refused_token_is_not() {
+    let f = fixture().await;
+    let app = app_for(&f.server, Some("ghp_bad")).await;
+    f.server.fail_next_git(1);
+    let done = upload(&app, json!({"owner": "acme", "repo_name": "bert"})).await;
+    assert_eq!(done["task_status"], "DONE", "{done}");
+    assert_eq!(done["attempts"], 2, "{done}");
+
+    f.server.require_git_token("ghp_good");
+    let before = f.server.log().len();
+    let refused = upload(&app, json!({"owner": "acme", "repo_name": "lfs-bert"})).await;
+    assert_eq!(refused["task_status"], "FAILED", "{refused}");
+    assert_eq!(
+        refused["attempts"], 1,
+        "a refused token is not retried: {refused}"
+    );
+    let asked = f.server.log()[before..]
+        .iter()
+        .filter(|l| l.contains("info/refs"))
+        .count();
+    assert!(
+        asked <= 3,
+        "libgit2 kept asking with the refused token: {asked} requests"
+    );
+}
+
+#[tokio::test]
 async fn the_token_opens_private_repositories_for_the_api_git_and_lfs() {
     let f = fixture().await;
     f.server.require_token("ghp_good");

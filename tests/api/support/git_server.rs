@@ -22,7 +22,11 @@ const LFS_AUTH: &str = "RemoteAuth lfs-download-ticket";
 struct GitState {
     lfs_objects: HashMap<String, Arc<Vec<u8>>>,
     token: Option<String>,
+    /// A token only git and LFS ask for (the REST API stays open).
+    git_token: Option<String>,
     rate_limited: bool,
+    /// The next n git requests answer 500.
+    git_failures: usize,
     log: Vec<String>,
 }
 
@@ -66,6 +70,16 @@ impl GitServer {
         self.state.lock().unwrap().token = Some(token.into());
     }
 
+    /// From now on git and LFS (not the REST API) need this token.
+    pub fn require_git_token(&self, token: &str) {
+        self.state.lock().unwrap().git_token = Some(token.into());
+    }
+
+    /// The next `n` git requests answer 500, as a flaky server would.
+    pub fn fail_next_git(&self, n: usize) {
+        self.state.lock().unwrap().git_failures = n;
+    }
+
     /// Makes the REST API answer 403 with `X-RateLimit-Remaining: 0`.
     pub fn rate_limit(&self, on: bool) {
         self.state.lock().unwrap().rate_limited = on;
@@ -102,14 +116,26 @@ impl GitServer {
             .unwrap()
             .log
             .push(format!("{} {path}", req.method()));
-        let token = self.state.lock().unwrap().token.clone();
+        let (token, git_token) = {
+            let state = self.state.lock().unwrap();
+            (state.token.clone(), state.git_token.clone())
+        };
         if let Some(rest) = path.strip_prefix("/api/repos/") {
             return self.rest(rest, &req, token.as_deref());
         }
         if let Some(oid) = path.strip_prefix("/lfs-objects/") {
             return self.lfs_object(oid, &req);
         }
-        if let Some(token) = token {
+        {
+            let mut state = self.state.lock().unwrap();
+            if state.git_failures > 0 {
+                state.git_failures -= 1;
+                return Response::builder()
+                    .status(StatusCode::INTERNAL_SERVER_ERROR)
+                    .body("try again");
+            }
+        }
+        if let Some(token) = token.or(git_token) {
             let expected = format!("Basic {}", base64(&format!("x-access-token:{token}")));
             if header(&req, "authorization").as_deref() != Some(expected.as_str()) {
                 return Response::builder()
