@@ -48,6 +48,7 @@ while time.time() < deadline:
 sys.exit("the service did not become healthy")
 PY
 
+cd "$work"  # schemathesis keeps its state in the current folder
 timeout 900 "$venv/bin/st" run "http://127.0.0.1:$service_port/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --max-examples 25 --request-timeout 10 --workers 2 --no-color \
