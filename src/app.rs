@@ -53,6 +53,7 @@ impl App {
             store: store.clone(),
             fetchers,
             events: Actors::event_channel(),
+            cache: Default::default(),
             max_concurrent_tasks: config.max_concurrent_tasks,
             retry_base: Duration::from_millis(config.retry_base_ms),
         })

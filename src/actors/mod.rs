@@ -2,10 +2,12 @@
 //! writer), `UploadSupervisor` (queue, concurrency, retries) and one
 //! `UploadWorker` per attempt. `Actors` is the handle the API holds.
 
+pub mod cache;
 pub mod registry;
 pub mod supervisor;
 pub mod worker;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorRef, RpcReplyPort};
@@ -16,6 +18,7 @@ use crate::sources::github::GitHub;
 use crate::sources::huggingface::HfHub;
 use crate::store::files::ModelFiles;
 use crate::store::{Store, UploadTask};
+pub use cache::TaskCache;
 pub use registry::{RegistryArgs, RegistryMsg, TaskRegistry};
 pub use supervisor::SupervisorMsg;
 
@@ -32,6 +35,8 @@ pub struct Fetchers {
 #[derive(Clone)]
 pub struct Actors {
     pub registry: ActorRef<RegistryMsg>,
+    /// Tasks as the registry last recorded them, readable without a message.
+    pub cache: Arc<TaskCache>,
     events: broadcast::Sender<UploadTask>,
 }
 
@@ -43,8 +48,13 @@ impl Actors {
     /// unfinished tasks).
     pub async fn start(args: RegistryArgs) -> anyhow::Result<Self> {
         let events = args.events.clone();
+        let cache = args.cache.clone();
         let (registry, _) = Actor::spawn(None, TaskRegistry, args).await?;
-        Ok(Self { registry, events })
+        Ok(Self {
+            registry,
+            cache,
+            events,
+        })
     }
 
     /// A new broadcast channel for task events, sized for a burst of progress.

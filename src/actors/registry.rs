@@ -14,8 +14,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::Fetchers;
 use super::supervisor::{SupervisorArgs, SupervisorMsg, UploadSupervisor};
+use super::{Fetchers, TaskCache};
 use crate::error::{AppError, ErrorCode};
 use crate::store::{ModelRecord, Progress, Store, StoreError, TaskFilter, TaskStatus, UploadTask};
 
@@ -75,6 +75,7 @@ pub struct RegistryArgs {
     pub store: Store,
     pub fetchers: Arc<Fetchers>,
     pub events: broadcast::Sender<UploadTask>,
+    pub cache: Arc<TaskCache>,
     pub max_concurrent_tasks: usize,
     pub retry_base: Duration,
 }
@@ -82,13 +83,16 @@ pub struct RegistryArgs {
 pub struct RegistryState {
     store: Store,
     events: broadcast::Sender<UploadTask>,
+    cache: Arc<TaskCache>,
     supervisor: ActorRef<SupervisorMsg>,
     /// Unfinished tasks, with whether their progress awaits persisting.
     live: HashMap<Uuid, (UploadTask, bool)>,
 }
 
 impl RegistryState {
+    /// Shows a change to the status route and to the event streams.
     fn publish(&self, task: &UploadTask) {
+        self.cache.put(task);
         // No subscriber is normal: nobody is watching.
         let _ = self.events.send(task.clone());
     }
@@ -139,6 +143,7 @@ impl Actor for TaskRegistry {
         let mut state = RegistryState {
             store: args.store,
             events: args.events,
+            cache: args.cache,
             supervisor,
             live: HashMap::new(),
         };
@@ -156,6 +161,7 @@ impl Actor for TaskRegistry {
             }
             tracing::info!(task_id = %task.task_id, model_tag = %task.model_tag, attempts = task.attempts, "resuming task");
             state.live.insert(task.task_id, (task.clone(), false));
+            state.cache.put(&task);
             state
                 .supervisor
                 .cast(SupervisorMsg::Enqueue(Box::new(task)))?;
@@ -238,6 +244,9 @@ async fn apply(state: &mut RegistryState, message: RegistryMsg) -> Result<(), Ac
                 Some((task, _)) => Ok(Some(task.clone())),
                 None => state.store.get_task(id).await.map_err(store_failure),
             };
+            if let Ok(Some(task)) = &answer {
+                state.cache.put(task);
+            }
             let _ = reply.send(answer);
         }
         RegistryMsg::List { filter, reply } => {
@@ -307,6 +316,7 @@ async fn apply(state: &mut RegistryState, message: RegistryMsg) -> Result<(), Ac
                 task.progress = progress;
                 task.updated_at = Utc::now();
                 *dirty = true;
+                state.cache.put(task);
                 let _ = state.events.send(task.clone());
             }
         }

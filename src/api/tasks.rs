@@ -157,7 +157,11 @@ fn default_limit() -> u32 {
     100
 }
 
+/// The task from the registry's published copy, or from the registry itself.
 async fn find_task(actors: &Actors, id: Uuid) -> Result<UploadTask, AppError> {
+    if let Some(task) = actors.cache.get(id) {
+        return Ok(task);
+    }
     actors
         .ask(|reply| RegistryMsg::Get { id, reply })
         .await?
