@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod errors;
+pub mod local;
 pub mod models;
 pub mod objects;
 pub mod strict;
@@ -80,10 +81,21 @@ pub enum ApiTags {
 /// The OpenAPI service of every `/v1` route.
 pub fn openapi(
     state: Arc<AppState>,
-) -> OpenApiService<(uploads::UploadsApi, tasks::TasksApi, models::ModelsApi), ()> {
+) -> OpenApiService<
+    (
+        uploads::UploadsApi,
+        local::LocalApi,
+        tasks::TasksApi,
+        models::ModelsApi,
+    ),
+    (),
+> {
     OpenApiService::new(
         (
             uploads::UploadsApi {
+                state: state.clone(),
+            },
+            local::LocalApi {
                 state: state.clone(),
             },
             tasks::TasksApi {

@@ -7,6 +7,7 @@
 pub mod download;
 pub mod github;
 pub mod huggingface;
+pub mod local_zip;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -21,6 +21,8 @@ pub struct Options {
     /// Keep the database in a `surrealkv://` folder here (restart tests).
     pub data_dir: Option<PathBuf>,
     pub max_concurrent_tasks: Option<usize>,
+    /// `VECTORIZE_MAX_UPLOAD_BYTES`; default 50 GiB.
+    pub max_upload_bytes: Option<u64>,
     /// Point the service at this hub URL instead of the fake's.
     pub hf_endpoint: Option<String>,
     /// The test GitHub (REST, git and LFS) the service talks to.
@@ -74,6 +76,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         db: Some(db),
         retry_base_ms: Some(20),
         max_concurrent_tasks: options.max_concurrent_tasks,
+        max_upload_bytes: options.max_upload_bytes,
         api_key: options.api_key,
         hf_endpoint: Some(options.hf_endpoint.unwrap_or_else(|| hub.url())),
         hf_token: options.hf_token,

@@ -3,12 +3,14 @@
 
 mod helpers;
 mod support {
+    pub mod archives;
     pub mod fake_hub;
     pub mod git_server;
 }
 
 mod github;
 mod huggingface;
+mod local;
 mod models;
 mod operations;
 mod restart;
