@@ -19,16 +19,26 @@ const ROUNDS: usize = 3;
 
 #[tokio::main]
 async fn main() {
-    let mib: usize = std::env::var("VECTORIZE_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    let mib: usize = std::env::var("VECTORIZE_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
     let server = git_server::GitServer::start().await;
     let repo = server.repo("bench", "model");
     repo.file("config.json", b"{}")
         .file("tokenizer.json", b"{}")
-        .file("model.safetensors", &fake_hub::safetensors_bytes(&[("weights", &[mib * 1024 * 1024 / 4])]));
+        .file(
+            "model.safetensors",
+            &fake_hub::safetensors_bytes(&[("weights", &[mib * 1024 * 1024 / 4])]),
+        );
     repo.commit("weights");
 
     let scratch = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let base = format!("http://127.0.0.1:{port}");
     let mut service = Command::new(env!("CARGO_BIN_EXE_vectorize"))
         .arg("serve")
@@ -48,7 +58,11 @@ async fn main() {
     for round in 0..ROUNDS {
         let target = scratch.path().join(format!("clone-{round}"));
         let started = Instant::now();
-        let status = Command::new("git").args(["clone", "-q", &url]).arg(&target).status().unwrap();
+        let status = Command::new("git")
+            .args(["clone", "-q", &url])
+            .arg(&target)
+            .status()
+            .unwrap();
         clones.push(started.elapsed());
         assert!(status.success());
         std::fs::remove_dir_all(&target).unwrap();
@@ -64,8 +78,14 @@ async fn main() {
         let task: serde_json::Value = response.json().await.unwrap();
         let id = task["id"].as_str().unwrap().to_string();
         let model_id = loop {
-            let task: serde_json::Value =
-                client.get(format!("{base}/v1/upload/tasks/{id}")).send().await.unwrap().json().await.unwrap();
+            let task: serde_json::Value = client
+                .get(format!("{base}/v1/upload/tasks/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             match task["task_status"].as_str() {
                 Some("DONE") => break task["model_id"].as_str().unwrap().to_string(),
                 Some("FAILED" | "CANCELLED") => panic!("the upload failed: {task}"),
@@ -73,7 +93,11 @@ async fn main() {
             }
         };
         uploads.push(started.elapsed());
-        let deleted = client.delete(format!("{base}/v1/models/{model_id}")).send().await.unwrap();
+        let deleted = client
+            .delete(format!("{base}/v1/models/{model_id}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(deleted.status(), 204);
     }
     service.kill().ok();
@@ -83,14 +107,25 @@ async fn main() {
     println!("| what | time |");
     println!("| --- | --- |");
     println!("| git clone | {:.3} s |", clone.as_secs_f64());
-    println!("| vectorize POST→DONE (clone, validate, sha256, install) | {:.3} s |", upload.as_secs_f64());
-    println!("ratio service/git clone: {:.2} (goal ≤ 1.30)", upload.as_secs_f64() / clone.as_secs_f64());
+    println!(
+        "| vectorize POST→DONE (clone, validate, sha256, install) | {:.3} s |",
+        upload.as_secs_f64()
+    );
+    println!(
+        "ratio service/git clone: {:.2} (goal ≤ 1.30)",
+        upload.as_secs_f64() / clone.as_secs_f64()
+    );
 }
 
 async fn wait_healthy(client: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if client.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status().is_success()) {
+        if client
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -14,12 +14,19 @@ const ROUNDS: usize = 3;
 
 #[tokio::main]
 async fn main() {
-    let mib: usize = std::env::var("VECTORIZE_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let mib: usize = std::env::var("VECTORIZE_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
     let scratch = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
     let archive = scratch.path().join("bench-model.zip");
     write_archive(&archive, mib);
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let base = format!("http://127.0.0.1:{port}");
     let mut service = Command::new(env!("CARGO_BIN_EXE_vectorize"))
         .arg("serve")
@@ -38,7 +45,13 @@ async fn main() {
         let started = Instant::now();
         curl_post(&archive, &sink, 200);
         let unzipped = scratch.path().join(format!("unzip-{round}"));
-        let status = Command::new("unzip").arg("-q").arg(&archive).arg("-d").arg(&unzipped).status().unwrap();
+        let status = Command::new("unzip")
+            .arg("-q")
+            .arg(&archive)
+            .arg("-d")
+            .arg(&unzipped)
+            .status()
+            .unwrap();
         assert!(status.success());
         baseline.push(started.elapsed());
         std::fs::remove_dir_all(&unzipped).unwrap();
@@ -48,7 +61,11 @@ async fn main() {
         ours.push(started.elapsed());
         let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
         let id = answer["models"][0]["id"].as_str().unwrap();
-        let deleted = client.delete(format!("{base}/v1/models/{id}")).send().await.unwrap();
+        let deleted = client
+            .delete(format!("{base}/v1/models/{id}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(deleted.status(), 204);
     }
     let rss = peak_rss_mib(service.id());
@@ -58,9 +75,18 @@ async fn main() {
     println!("local_upload: {mib} MiB archive (stored entries), median of {ROUNDS}");
     println!("| what | time |");
     println!("| --- | --- |");
-    println!("| curl -F to a sink + unzip -q | {:.3} s |", baseline.as_secs_f64());
-    println!("| vectorize upload → 201 (guard, extract, validate, sha256, install) | {:.3} s |", ours.as_secs_f64());
-    println!("ratio service/baseline: {:.2} (goal ≤ 1.30)", ours.as_secs_f64() / baseline.as_secs_f64());
+    println!(
+        "| curl -F to a sink + unzip -q | {:.3} s |",
+        baseline.as_secs_f64()
+    );
+    println!(
+        "| vectorize upload → 201 (guard, extract, validate, sha256, install) | {:.3} s |",
+        ours.as_secs_f64()
+    );
+    println!(
+        "ratio service/baseline: {:.2} (goal ≤ 1.30)",
+        ours.as_secs_f64() / baseline.as_secs_f64()
+    );
     println!("service peak RSS (VmHWM): {rss:.1} MiB (goal < 100)");
 }
 
@@ -73,9 +99,11 @@ fn write_archive(path: &std::path::Path, mib: usize) {
         .large_file(true);
     zip.start_file("bench-model/config.json", stored).unwrap();
     zip.write_all(b"{}").unwrap();
-    zip.start_file("bench-model/model.safetensors", stored).unwrap();
+    zip.start_file("bench-model/model.safetensors", stored)
+        .unwrap();
     let data_len = mib * 1024 * 1024;
-    let header = format!(r#"{{"w":{{"dtype":"U8","shape":[{data_len}],"data_offsets":[0,{data_len}]}}}}"#);
+    let header =
+        format!(r#"{{"w":{{"dtype":"U8","shape":[{data_len}],"data_offsets":[0,{data_len}]}}}}"#);
     zip.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
     zip.write_all(header.as_bytes()).unwrap();
     let chunk: Vec<u8> = (0..1 << 20).map(|i| (i * 31 % 251) as u8).collect();
@@ -112,14 +140,21 @@ async fn start_sink() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/sink", listener.local_addr().unwrap());
     let acceptor = poem::listener::TcpAcceptor::from_tokio(listener).unwrap();
-    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(poem::Route::new().at("/sink", post(sink))));
+    tokio::spawn(
+        poem::Server::new_with_acceptor(acceptor).run(poem::Route::new().at("/sink", post(sink))),
+    );
     url
 }
 
 async fn wait_healthy(client: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if client.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status().is_success()) {
+        if client
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
