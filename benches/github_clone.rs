@@ -1,10 +1,10 @@
 //! A GitHub upload of a repository with a 256 MiB weights file, served by
 //! the test git server (`git http-backend` over smart HTTP), from POST to
 //! DONE through the service, side by side with `git clone` of the same URL
-//! into a temp folder, in the same run. The service runs as its own
-//! process (the release binary). Run with `cargo bench --bench
+//! into a temp folder, in the same run. Run with `cargo bench --bench
 //! github_clone`; `VECTORIZE_BENCH_MIB` changes the size (default 256).
 
+mod common;
 #[path = "../tests/api/support/fake_hub.rs"]
 #[allow(dead_code)]
 mod fake_hub;
@@ -12,46 +12,31 @@ mod fake_hub;
 #[allow(dead_code)]
 mod git_server;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
+
+use common::{Service, env_or, median};
 
 const ROUNDS: usize = 3;
 
 #[tokio::main]
 async fn main() {
-    let mib: usize = std::env::var("VECTORIZE_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
+    let mib = env_or("VECTORIZE_BENCH_MIB", 256) as usize;
     let server = git_server::GitServer::start().await;
+    let weights = fake_hub::safetensors_bytes(&[("weights", &[mib * 1024 * 1024 / 4])]);
     let repo = server.repo("bench", "model");
     repo.file("config.json", b"{}")
         .file("tokenizer.json", b"{}")
-        .file(
-            "model.safetensors",
-            &fake_hub::safetensors_bytes(&[("weights", &[mib * 1024 * 1024 / 4])]),
-        );
+        .file("model.safetensors", &weights);
     repo.commit("weights");
 
     let scratch = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut service = Command::new(env!("CARGO_BIN_EXE_vectorize"))
-        .arg("serve")
-        .env("VECTORIZE_ADDR", format!("127.0.0.1:{port}"))
-        .env("VECTORIZE_DATA_DIR", scratch.path().join("data"))
-        .env("GITHUB_API_URL", server.api_url())
-        .env("GITHUB_SERVER_URL", server.server_url())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("the service binary starts");
+    let env = [
+        ("GITHUB_API_URL", server.api_url()),
+        ("GITHUB_SERVER_URL", server.server_url()),
+    ];
+    let service = Service::start(&scratch.path().join("data"), &env).await;
     let client = reqwest::Client::new();
-    wait_healthy(&client, &base).await;
 
     let url = format!("{}/bench/model.git", server.server_url());
     let (mut clones, mut uploads) = (Vec::new(), Vec::new());
@@ -69,39 +54,20 @@ async fn main() {
 
         let started = Instant::now();
         let response = client
-            .post(format!("{base}/v1/upload/github"))
+            .post(format!("{}/v1/upload/github", service.base))
             .json(&serde_json::json!({"owner": "bench", "repo_name": "model"}))
             .send()
             .await
             .unwrap();
         assert_eq!(response.status(), 201);
         let task: serde_json::Value = response.json().await.unwrap();
-        let id = task["id"].as_str().unwrap().to_string();
-        let model_id = loop {
-            let task: serde_json::Value = client
-                .get(format!("{base}/v1/upload/tasks/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            match task["task_status"].as_str() {
-                Some("DONE") => break task["model_id"].as_str().unwrap().to_string(),
-                Some("FAILED" | "CANCELLED") => panic!("the upload failed: {task}"),
-                _ => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        };
+        let model_id = service
+            .wait_done(&client, task["id"].as_str().unwrap())
+            .await;
         uploads.push(started.elapsed());
-        let deleted = client
-            .delete(format!("{base}/v1/models/{model_id}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(deleted.status(), 204);
+        service.delete_model(&client, &model_id).await;
     }
-    service.kill().ok();
-    service.wait().ok();
+    let rss = service.peak_rss_mib();
     let (clone, upload) = (median(&mut clones), median(&mut uploads));
     println!("github_clone: {mib} MiB weights over git smart HTTP, median of {ROUNDS}");
     println!("| what | time |");
@@ -115,25 +81,5 @@ async fn main() {
         "ratio service/git clone: {:.2} (goal ≤ 1.30)",
         upload.as_secs_f64() / clone.as_secs_f64()
     );
-}
-
-async fn wait_healthy(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if client
-            .get(format!("{base}/health"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the service did not become healthy");
-}
-
-fn median(times: &mut [Duration]) -> Duration {
-    times.sort();
-    times[times.len() / 2]
+    println!("service peak RSS (VmHWM): {rss:.1} MiB");
 }

@@ -8,27 +8,21 @@
 //! peak RSS during (a). The service is the release binary in its own
 //! process. `VECTORIZE_LOAD_UPLOADS` and `VECTORIZE_LOAD_SECONDS` shrink it.
 
+mod common;
 #[path = "../tests/api/support/fake_hub.rs"]
 #[allow(dead_code)]
 mod fake_hub;
 
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{Service, env_or};
 use fake_hub::{FakeHub, HubFile, HubRepo, random_commit, safetensors_bytes};
 use futures_util::future::join_all;
 use serde_json::Value;
 
 const CLIENTS: usize = 64;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[tokio::main]
 async fn main() {
@@ -57,23 +51,12 @@ async fn main() {
         });
     }
     let scratch = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut service = Command::new(env!("CARGO_BIN_EXE_vectorize"))
-        .arg("serve")
-        .env("VECTORIZE_ADDR", format!("127.0.0.1:{port}"))
-        .env("VECTORIZE_DATA_DIR", scratch.path().join("data"))
-        .env("HF_ENDPOINT", hub.url())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("the service binary starts");
-    let pid = service.id();
+    let service = Service::start(&scratch.path().join("data"), &[("HF_ENDPOINT", hub.url())]).await;
+    let base = service.base.clone();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
         .build()
         .unwrap();
-    wait_healthy(&client, &base).await;
     let models_before = count(&client, &format!("{base}/v1/models?limit=1")).await;
 
     // (a) submit and drain.
@@ -126,7 +109,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let drain_time = started.elapsed();
-    let peak_rss = peak_rss_mib(pid);
+    let peak_rss = service.peak_rss_mib();
     let models_after = count(&client, &format!("{base}/v1/models?limit=1")).await;
     assert_eq!(
         models_after - models_before,
@@ -142,8 +125,7 @@ async fn main() {
     let ours = hammer(&client, &url, seconds).await;
     let ceiling_url = serve_from_memory(body).await;
     let ceiling = hammer(&client, &ceiling_url, seconds).await;
-    service.kill().ok();
-    service.wait().ok();
+    drop(service);
 
     println!(
         "load: {uploads} uploads by {CLIENTS} clients; GET task by {CLIENTS} connections for {seconds} s"
@@ -263,38 +245,4 @@ async fn model_tags(client: &reqwest::Client, base: &str) -> HashSet<String> {
                 .map(|m| m["model_tag"].as_str().unwrap().to_string()),
         );
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_healthy(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if client
-            .get(format!("{base}/health"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the service did not become healthy");
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
 }

@@ -6,38 +6,25 @@
 //! reported. Run with `cargo bench --bench local_upload`;
 //! `VECTORIZE_BENCH_MIB` changes the size (default 1024).
 
+mod common;
+
 use std::io::Write;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
+
+use common::{Service, env_or, median};
 
 const ROUNDS: usize = 3;
 
 #[tokio::main]
 async fn main() {
-    let mib: usize = std::env::var("VECTORIZE_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024);
+    let mib = env_or("VECTORIZE_BENCH_MIB", 1024) as usize;
     let scratch = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
     let archive = scratch.path().join("bench-model.zip");
     write_archive(&archive, mib);
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut service = Command::new(env!("CARGO_BIN_EXE_vectorize"))
-        .arg("serve")
-        .env("VECTORIZE_ADDR", format!("127.0.0.1:{port}"))
-        .env("VECTORIZE_DATA_DIR", scratch.path().join("data"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("the service binary starts");
+    let service = Service::start(&scratch.path().join("data"), &[]).await;
     let client = reqwest::Client::new();
-    wait_healthy(&client, &base).await;
     let sink = start_sink().await;
 
     let (mut baseline, mut ours) = (Vec::new(), Vec::new());
@@ -57,20 +44,13 @@ async fn main() {
         std::fs::remove_dir_all(&unzipped).unwrap();
 
         let started = Instant::now();
-        let body = curl_post(&archive, &format!("{base}/v1/upload/local"), 201);
+        let body = curl_post(&archive, &format!("{}/v1/upload/local", service.base), 201);
         ours.push(started.elapsed());
         let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let id = answer["models"][0]["id"].as_str().unwrap();
-        let deleted = client
-            .delete(format!("{base}/v1/models/{id}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(deleted.status(), 204);
+        let model_id = answer["models"][0]["id"].as_str().unwrap();
+        service.delete_model(&client, model_id).await;
     }
-    let rss = peak_rss_mib(service.id());
-    service.kill().ok();
-    service.wait().ok();
+    let rss = service.peak_rss_mib();
     let (baseline, ours) = (median(&mut baseline), median(&mut ours));
     println!("local_upload: {mib} MiB archive (stored entries), median of {ROUNDS}");
     println!("| what | time |");
@@ -144,35 +124,4 @@ async fn start_sink() -> String {
         poem::Server::new_with_acceptor(acceptor).run(poem::Route::new().at("/sink", post(sink))),
     );
     url
-}
-
-async fn wait_healthy(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if client
-            .get(format!("{base}/health"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the service did not become healthy");
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
-
-fn median(times: &mut [std::time::Duration]) -> std::time::Duration {
-    times.sort();
-    times[times.len() / 2]
 }

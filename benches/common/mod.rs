@@ -1,0 +1,109 @@
+//! What every benchmark shares: the service under test started as its own
+//! process (the release binary, so its peak RSS is its own), a readiness
+//! wait, the peak RSS read from /proc, and medians.
+
+#![allow(dead_code)] // each benchmark uses a part
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The service in a child process, killed on drop.
+pub struct Service {
+    pub base: String,
+    child: Child,
+}
+
+impl Service {
+    /// Starts `vectorize serve` on a free port with a data dir and extra environment.
+    pub async fn start(data_dir: &std::path::Path, env: &[(&str, String)]) -> Service {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_vectorize"))
+            .arg("serve")
+            .env("VECTORIZE_ADDR", format!("127.0.0.1:{port}"))
+            .env("VECTORIZE_DATA_DIR", data_dir)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the service binary starts");
+        let service = Service {
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        service.wait_healthy().await;
+        service
+    }
+
+    async fn wait_healthy(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let health = client.get(format!("{}/health", self.base)).send().await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the service did not become healthy");
+    }
+
+    /// Peak resident memory (VmHWM) so far, in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        kib / 1024.0
+    }
+
+    /// Polls a task until DONE and returns its model id; panics on FAILED or CANCELLED.
+    pub async fn wait_done(&self, client: &reqwest::Client, task_id: &str) -> String {
+        loop {
+            let url = format!("{}/v1/upload/tasks/{task_id}", self.base);
+            let task: serde_json::Value =
+                client.get(url).send().await.unwrap().json().await.unwrap();
+            match task["task_status"].as_str() {
+                Some("DONE") => return task["model_id"].as_str().unwrap().to_string(),
+                Some("FAILED" | "CANCELLED") => panic!("the upload did not finish: {task}"),
+                _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+
+    /// Deletes a model so that the next round can upload it again.
+    pub async fn delete_model(&self, client: &reqwest::Client, model_id: &str) {
+        let deleted = client
+            .delete(format!("{}/v1/models/{model_id}", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), 204);
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+pub fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// An integer from the environment, for shrinking a benchmark.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
