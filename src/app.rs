@@ -34,6 +34,7 @@ pub struct App {
 impl App {
     /// Opens the database, resumes unfinished tasks and starts listening.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
+        hold_no_proc_files();
         std::fs::create_dir_all(&config.data_dir)?;
         let store = Store::open(&config.db).await?;
         let files = ModelFiles::new(&config.data_dir);
@@ -112,4 +113,18 @@ impl App {
         self.state.actors.shutdown(WORKER_DRAIN).await;
         tracing::info!("vectorize stopped");
     }
+}
+
+/// SurrealDB samples the process' memory and CPU through `sysinfo`, which by
+/// default keeps `/proc/{pid}/stat` of every process and thread on the host
+/// open to speed up later reads — hundreds of descriptors on a busy host, up
+/// to half the descriptor limit, held for the life of the process. Told
+/// before the database's first read, it opens and closes them instead. The
+/// setting is a global of the sysinfo crate, so `sysinfo` in Cargo.toml must
+/// stay the version surrealdb uses (`cargo tree -i sysinfo` shows one).
+fn hold_no_proc_files() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        sysinfo::set_open_files_limit(0);
+    });
 }

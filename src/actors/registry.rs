@@ -49,6 +49,10 @@ pub enum RegistryMsg {
     },
     /// From the supervisor: attempt number `attempt` of the task starts now.
     AttemptStarted { id: Uuid, attempt: u32 },
+    /// From the supervisor: an attempt failed and the task waits out its
+    /// backoff with no worker, so it is PENDING until the next attempt
+    /// starts (and does not count against the RUNNING limit).
+    RetryWaiting { id: Uuid },
     /// From a worker: bytes and files moved so far.
     Progress { id: Uuid, progress: Progress },
     /// From a worker: the files are installed; register the model and mark
@@ -219,20 +223,27 @@ impl Actor for TaskRegistry {
 async fn apply(state: &mut RegistryState, message: RegistryMsg) -> Result<(), ActorProcessingErr> {
     match message {
         RegistryMsg::Submit { task, reply } => {
-            let answer = if let Some(running) = state.in_flight(&task) {
-                Err(upload_in_progress(running))
-            } else {
-                match state.store.insert_task(&task).await {
-                    Ok(()) => {
-                        state.live.insert(task.task_id, (*task.clone(), false));
-                        state.publish(&task);
-                        state
-                            .supervisor
-                            .cast(SupervisorMsg::Enqueue(task.clone()))?;
-                        Ok(*task)
-                    }
+            // The route checked both before asking the hub, but another
+            // upload of the model may have finished meanwhile; models of
+            // remote uploads are registered only here, so this check and
+            // the insert below cannot be overtaken.
+            let answer = match state.in_flight(&task) {
+                Some(running) => Err(upload_in_progress(running)),
+                None => match state.store.find_model(task.source, &task.model_tag).await {
                     Err(e) => Err(store_failure(e)),
-                }
+                    Ok(Some(_)) => Err(model_already_exists(&task)),
+                    Ok(None) => match state.store.insert_task(&task).await {
+                        Ok(()) => {
+                            state.live.insert(task.task_id, (*task.clone(), false));
+                            state.publish(&task);
+                            state
+                                .supervisor
+                                .cast(SupervisorMsg::Enqueue(task.clone()))?;
+                            Ok(*task)
+                        }
+                        Err(e) => Err(store_failure(e)),
+                    },
+                },
             };
             let _ = reply.send(answer);
         }
@@ -306,6 +317,13 @@ async fn apply(state: &mut RegistryState, message: RegistryMsg) -> Result<(), Ac
                 task.error_msg = None;
                 task.started_at.get_or_insert(now);
                 task.updated_at = now;
+                state.record(task).await?;
+            }
+        }
+        RegistryMsg::RetryWaiting { id } => {
+            if let Some((mut task, _)) = state.live.get(&id).cloned() {
+                task.task_status = TaskStatus::Pending;
+                task.updated_at = Utc::now();
                 state.record(task).await?;
             }
         }
@@ -390,6 +408,18 @@ pub fn upload_in_progress(running: &UploadTask) -> AppError {
         ),
     )
     .with_location(format!("/v1/upload/tasks/{}", running.task_id))
+}
+
+/// The 409 for an upload of a model the store already holds.
+fn model_already_exists(task: &UploadTask) -> AppError {
+    AppError::new(
+        ErrorCode::ModelAlreadyExists,
+        format!(
+            "model '{}' ({}) already exists",
+            task.model_tag,
+            task.source.as_str()
+        ),
+    )
 }
 
 /// Marks a live task FAILED with `message`.

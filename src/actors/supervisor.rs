@@ -143,6 +143,10 @@ impl SupervisorState {
             tracing::warn!(task_id = %task.task_id, attempt = task.attempts, ?delay, error = %cause, "attempt failed; retrying");
             crate::metrics::RETRIES.inc();
             let task_id = task.task_id;
+            let _ = self
+                .args
+                .registry
+                .cast(RegistryMsg::RetryWaiting { id: task_id });
             self.backing_off.insert(task_id, task);
             myself.send_after(delay, move || SupervisorMsg::RetryDue(task_id));
         } else {

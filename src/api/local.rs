@@ -112,6 +112,7 @@ impl LocalApi {
     async fn get_local_model(
         &self,
         _auth: ApiKeyAuth,
+        /// The model's id, as the upload answered it.
         model_id: Path<Uuid>,
     ) -> Result<ModelFound, ApiError> {
         let model = self.state.find_model(model_id.0).await?;

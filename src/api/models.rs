@@ -44,10 +44,13 @@ pub struct ModelsApi {
 #[OpenApi(tag = "ApiTags::Models")]
 impl ModelsApi {
     /// List models
+    ///
+    /// The models in the store, newest first, optionally from one source.
     #[oai(path = "/v1/models", method = "get", operation_id = "list_models")]
     async fn list_models(
         &self,
         _auth: ApiKeyAuth,
+        /// Only models from this source.
         source: Query<Option<Source>>,
         /// Page size, 1–1000.
         #[oai(
@@ -72,6 +75,9 @@ impl ModelsApi {
     }
 
     /// Get a model
+    ///
+    /// The model with its files, their sizes and sha256, and the folder
+    /// holding them.
     #[oai(
         path = "/v1/models/:model_id",
         method = "get",
@@ -80,6 +86,7 @@ impl ModelsApi {
     async fn get_model(
         &self,
         _auth: ApiKeyAuth,
+        /// The model's id.
         model_id: Path<Uuid>,
     ) -> Result<ModelFound, ApiError> {
         let model = self.state.find_model(model_id.0).await?;
@@ -98,6 +105,7 @@ impl ModelsApi {
     async fn delete_model(
         &self,
         _auth: ApiKeyAuth,
+        /// The model's id.
         model_id: Path<Uuid>,
     ) -> Result<ModelDeleted, ApiError> {
         let model = self.state.find_model(model_id.0).await?;

@@ -48,6 +48,9 @@ pub struct TasksApi {
 #[OpenApi(tag = "ApiTags::Tasks")]
 impl TasksApi {
     /// Get an upload task
+    ///
+    /// The task with its status, attempts and progress; `model_id` once it
+    /// is DONE, `error_msg` once it FAILED.
     #[oai(
         path = "/v1/upload/tasks/:task_id",
         method = "get",
@@ -56,6 +59,7 @@ impl TasksApi {
     async fn get_task(
         &self,
         _auth: ApiKeyAuth,
+        /// The task's id, as the upload answered it.
         task_id: Path<Uuid>,
     ) -> Result<TaskFound, ApiError> {
         let task = find_task(&self.state.actors, task_id.0).await?;
@@ -69,7 +73,9 @@ impl TasksApi {
     async fn list_tasks(
         &self,
         _auth: ApiKeyAuth,
+        /// Only tasks in this state.
         status: Query<Option<TaskStatus>>,
+        /// Only tasks from this source.
         source: Query<Option<Source>>,
         /// Page size, 1–1000.
         #[oai(
@@ -110,6 +116,7 @@ impl TasksApi {
     async fn cancel_task(
         &self,
         _auth: ApiKeyAuth,
+        /// The task's id, as the upload answered it.
         task_id: Path<Uuid>,
     ) -> Result<TaskFound, ApiError> {
         let id = task_id.0;
@@ -133,6 +140,7 @@ impl TasksApi {
     async fn task_events(
         &self,
         _auth: ApiKeyAuth,
+        /// The task's id, as the upload answered it.
         task_id: Path<Uuid>,
     ) -> Result<TaskEvents, ApiError> {
         let actors = self.state.actors.clone();

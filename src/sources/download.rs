@@ -255,8 +255,9 @@ async fn stream_to_file(
 }
 
 /// Hashes the `start` bytes already on disk, then appends and hashes every
-/// chunk received. Whatever arrived is flushed even when the sender stops
-/// early, so the next attempt can resume from it.
+/// chunk received. Whatever arrived is flushed when the sender stops early
+/// and whenever the writer catches up with the network, so the next attempt
+/// can resume from it even after a crash.
 fn write_and_hash(
     dest: &Path,
     start: u64,
@@ -276,7 +277,23 @@ fn write_and_hash(
     let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, handle);
     use std::io::Seek;
     out.seek(std::io::SeekFrom::Start(size))?;
-    while let Some(chunk) = chunks.blocking_recv() {
+    loop {
+        // Whenever no chunk is waiting (the network is slower than the
+        // disk), what is buffered goes to the OS: a process killed with
+        // SIGKILL then leaves all it had received on disk, minus the chunks
+        // in flight, and the next start resumes from there. At full speed
+        // chunks keep coming and the buffer still batches the writes.
+        let chunk = match chunks.try_recv() {
+            Ok(chunk) => chunk,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                out.flush()?;
+                match chunks.blocking_recv() {
+                    Some(chunk) => chunk,
+                    None => break,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
         hasher.update(&chunk);
         out.write_all(&chunk)?;
         size += chunk.len() as u64;

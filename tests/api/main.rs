@@ -6,8 +6,13 @@ mod support {
     pub mod archives;
     pub mod fake_hub;
     pub mod git_server;
+    pub mod hygiene;
+    pub mod probe_gate;
+    pub mod process;
 }
 
+mod concurrency;
+mod crash;
 mod github;
 mod huggingface;
 mod local;
