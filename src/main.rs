@@ -1,5 +1,8 @@
 //! The `vectorize` command: `vectorize serve` runs the service until
-//! SIGTERM or Ctrl-C, then stops gracefully.
+//! SIGTERM or Ctrl-C, then stops gracefully; the other subcommands are the
+//! command-line client of a running service (`cli`).
+
+mod cli;
 
 use std::path::PathBuf;
 
@@ -8,7 +11,11 @@ use vectorize::config::LogFormat;
 use vectorize::{App, ConfigArgs};
 
 #[derive(Parser)]
-#[command(name = "vectorize", version, about = "Model-ingestion service")]
+#[command(
+    name = "vectorize",
+    version,
+    about = "Model-ingestion service, and its command-line client"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,11 +31,21 @@ enum Command {
         #[command(flatten)]
         settings: ConfigArgs,
     },
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Command::Serve { config, settings } = Cli::parse().command;
+    let (config, settings) = match Cli::parse().command {
+        Command::Serve { config, settings } => (config, settings),
+        Command::Client(command) => {
+            let exit = cli::run(command).await;
+            // Exit now: a question left unanswered after a second Ctrl-C
+            // must not keep the process waiting for its input.
+            std::process::exit(exit.code().into());
+        }
+    };
     let file = match config {
         Some(path) => ConfigArgs::from_toml_file(&path)?,
         None => ConfigArgs::default(),

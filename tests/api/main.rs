@@ -11,6 +11,7 @@ mod support {
     pub mod process;
 }
 
+mod cli;
 mod concurrency;
 mod crash;
 mod github;
