@@ -21,8 +21,10 @@ use tokio_util::sync::CancellationToken;
 use super::{ProgressSink, SourceError};
 
 const MAX_REDIRECTS: usize = 10;
-const WRITE_BUFFER: usize = 1 << 20;
-const CHANNEL_CHUNKS: usize = 64;
+/// Buffer for reading back a partial file's prefix to hash it.
+const READ_BUFFER: usize = 1 << 20;
+/// Chunks in flight between the network and the disk: bounds memory.
+const CHANNEL_CHUNKS: usize = 8;
 
 /// A bearer token and the only origin (`scheme://host:port`) it may go to.
 #[derive(Debug, Clone)]
@@ -255,9 +257,8 @@ async fn stream_to_file(
 }
 
 /// Hashes the `start` bytes already on disk, then appends and hashes every
-/// chunk received. Whatever arrived is flushed when the sender stops early
-/// and whenever the writer catches up with the network, so the next attempt
-/// can resume from it even after a crash.
+/// chunk received. Whatever arrived is on disk when the sender stops early,
+/// so the next attempt can resume from it, even after a crash.
 fn write_and_hash(
     dest: &Path,
     start: u64,
@@ -274,31 +275,18 @@ fn write_and_hash(
         .truncate(false)
         .open(dest)?;
     handle.set_len(size)?;
-    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, handle);
+    let mut out = handle;
     use std::io::Seek;
     out.seek(std::io::SeekFrom::Start(size))?;
-    loop {
-        // Whenever no chunk is waiting (the network is slower than the
-        // disk), what is buffered goes to the OS: a process killed with
-        // SIGKILL then leaves all it had received on disk, minus the chunks
-        // in flight, and the next start resumes from there. At full speed
-        // chunks keep coming and the buffer still batches the writes.
-        let chunk = match chunks.try_recv() {
-            Ok(chunk) => chunk,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                out.flush()?;
-                match chunks.blocking_recv() {
-                    Some(chunk) => chunk,
-                    None => break,
-                }
-            }
-            Err(mpsc::error::TryRecvError::Disconnected) => break,
-        };
+    // Each chunk goes to the OS as it comes (hyper hands over what the socket
+    // had, up to hundreds of KiB at full speed): no copy into a buffer, and a
+    // process killed with SIGKILL leaves on disk all it had received but the
+    // chunks in the channel, so the next start resumes from there.
+    while let Some(chunk) = chunks.blocking_recv() {
         hasher.update(&chunk);
         out.write_all(&chunk)?;
         size += chunk.len() as u64;
     }
-    out.flush()?;
     Ok(Downloaded {
         size,
         sha256: hex::encode(hasher.finalize()),
@@ -307,7 +295,7 @@ fn write_and_hash(
 
 fn hash_prefix(path: &Path, len: u64, hasher: &mut Sha256) -> std::io::Result<u64> {
     let mut input = std::fs::File::open(path)?.take(len);
-    let mut buf = vec![0u8; WRITE_BUFFER];
+    let mut buf = vec![0u8; READ_BUFFER];
     let mut total = 0;
     loop {
         let n = input.read(&mut buf)?;

@@ -100,7 +100,7 @@ impl GitServer {
         git(&work, &["config", "user.name", "Test"]);
         git(
             self.root.path(),
-            &["init", "-q", "--bare", bare.to_str().unwrap()],
+            &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
         );
         git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
         TestRepo {
