@@ -4,6 +4,7 @@
 //! and the supervisor decides about a retry. Cancellation comes through the
 //! token, which the sources watch at every await.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use uuid::Uuid;
 use super::Fetchers;
 use super::registry::RegistryMsg;
 use crate::sources::{ProgressSink, SourceError};
+use crate::store::files::ModelFiles;
 use crate::store::{ModelFile, ModelRecord, Source, UploadTask};
 
 /// How often progress is reported to the registry while an attempt runs.
@@ -148,8 +150,7 @@ async fn attempt_github(
     cancel: &CancellationToken,
 ) -> Result<ModelRecord, SourceError> {
     let request = &task.request;
-    let files = fetchers.files.clone();
-    let staging = files.task_staging(task.task_id);
+    let staging = fetchers.files.task_staging(task.task_id);
     let fetched = fetchers
         .github
         .fetch(request, &staging, progress, cancel)
@@ -162,30 +163,17 @@ async fn attempt_github(
         fetched.commit.clone(),
         fetched.folder.clone(),
     );
-    let installed = tokio::task::spawn_blocking(move || {
-        let installed = files.install_github_folder(&repo, &commit, &folder);
-        files.remove_task_staging_dir(&staging);
-        installed
+    let installed = install(fetchers, staging, move |files| {
+        files.install_github_folder(&repo, &commit, &folder)
     })
-    .await
-    .map_err(|e| SourceError::Transient(format!("installing the files stopped: {e}")))?
-    .map_err(|e| {
-        SourceError::Transient(format!("could not install the files in the store: {e}"))
-    })?;
-    let now = Utc::now();
-    Ok(ModelRecord {
-        model_id: Uuid::now_v7(),
-        model_tag: task.model_tag.clone(),
-        name: request.repo.clone(),
-        source: Source::Github,
-        revision: Some(request.revision.clone()),
-        commit_sha: Some(fetched.commit),
-        path: fetchers.files.relative(&installed),
-        size_bytes: fetched.files.iter().map(|f| f.size).sum(),
-        files: fetched.files,
-        created_at: now,
-        updated_at: now,
-    })
+    .await?;
+    Ok(remote_model(
+        fetchers,
+        task,
+        fetched.commit,
+        &installed,
+        fetched.files,
+    ))
 }
 
 async fn attempt_huggingface(
@@ -195,9 +183,8 @@ async fn attempt_huggingface(
     cancel: &CancellationToken,
 ) -> Result<ModelRecord, SourceError> {
     let request = &task.request;
-    let files = fetchers.files.clone();
-    let staging = files.task_staging(task.task_id);
-    let blobs = files.hf_repo_dir(&request.repo).join("blobs");
+    let staging = fetchers.files.task_staging(task.task_id);
+    let blobs = fetchers.files.hf_repo_dir(&request.repo).join("blobs");
     let fetched = fetchers
         .hub
         .fetch(request, &staging, &blobs, progress, cancel)
@@ -211,37 +198,66 @@ async fn attempt_huggingface(
         fetched.commit.clone(),
     );
     let staged = fetched.files.clone();
-    let snapshot = tokio::task::spawn_blocking(move || {
-        let snapshot = files.install_hf_snapshot(&repo_id, &revision, &commit, &staged);
+    let snapshot = install(fetchers, staging, move |files| {
+        files.install_hf_snapshot(&repo_id, &revision, &commit, &staged)
+    })
+    .await?;
+    let model_files = fetched
+        .files
+        .into_iter()
+        .map(|f| ModelFile {
+            path: f.repo_path,
+            size: f.size,
+            sha256: f.sha256,
+        })
+        .collect();
+    Ok(remote_model(
+        fetchers,
+        task,
+        fetched.commit,
+        &snapshot,
+        model_files,
+    ))
+}
+
+/// Runs `place` (renames into the store) off the async runtime, then removes
+/// the task's staging folder whatever happened.
+async fn install(
+    fetchers: &Fetchers,
+    staging: PathBuf,
+    place: impl FnOnce(&ModelFiles) -> std::io::Result<PathBuf> + Send + 'static,
+) -> Result<PathBuf, SourceError> {
+    let files = fetchers.files.clone();
+    tokio::task::spawn_blocking(move || {
+        let placed = place(&files);
         files.remove_task_staging_dir(&staging);
-        snapshot
+        placed
     })
     .await
     .map_err(|e| SourceError::Transient(format!("installing the files stopped: {e}")))?
-    .map_err(|e| {
-        SourceError::Transient(format!("could not install the files in the store: {e}"))
-    })?;
+    .map_err(|e| SourceError::Transient(format!("could not install the files in the store: {e}")))
+}
+
+/// The record of a model fetched by a remote task, installed at `folder`.
+fn remote_model(
+    fetchers: &Fetchers,
+    task: &UploadTask,
+    commit: String,
+    folder: &Path,
+    files: Vec<ModelFile>,
+) -> ModelRecord {
     let now = Utc::now();
-    let model_files: Vec<ModelFile> = fetched
-        .files
-        .iter()
-        .map(|f| ModelFile {
-            path: f.repo_path.clone(),
-            size: f.size,
-            sha256: f.sha256.clone(),
-        })
-        .collect();
-    Ok(ModelRecord {
+    ModelRecord {
         model_id: Uuid::now_v7(),
         model_tag: task.model_tag.clone(),
-        name: request.repo.clone(),
-        source: Source::Huggingface,
-        revision: Some(request.revision.clone()),
-        commit_sha: Some(fetched.commit),
-        path: fetchers.files.relative(&snapshot),
-        size_bytes: model_files.iter().map(|f| f.size).sum(),
-        files: model_files,
+        name: task.request.repo.clone(),
+        source: task.source,
+        revision: Some(task.request.revision.clone()),
+        commit_sha: Some(commit),
+        path: fetchers.files.relative(folder),
+        size_bytes: files.iter().map(|f| f.size).sum(),
+        files,
         created_at: now,
         updated_at: now,
-    })
+    }
 }
