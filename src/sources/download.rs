@@ -8,10 +8,11 @@
 //! receive and disk write + sha256 run on separate threads, joined by a
 //! small bounded channel: memory stays flat whatever the file size.
 
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
 
-use futures_util::StreamExt;
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use sha2::{Digest, Sha256};
@@ -23,8 +24,12 @@ use super::{ProgressSink, SourceError};
 const MAX_REDIRECTS: usize = 10;
 /// Buffer for reading back a partial file's prefix to hash it.
 const READ_BUFFER: usize = 1 << 20;
-/// Chunks in flight between the network and the disk: bounds memory.
-const CHANNEL_CHUNKS: usize = 8;
+/// Batches in flight between the network and the disk: with `BATCH_BYTES`,
+/// bounds memory.
+const CHANNEL_BATCHES: usize = 4;
+/// A batch is handed to the writer once it holds this much (or the network
+/// has nothing more ready).
+const BATCH_BYTES: usize = 1 << 20;
 
 /// A bearer token and the only origin (`scheme://host:port`) it may go to.
 #[derive(Debug, Clone)]
@@ -225,30 +230,50 @@ async fn stream_to_file(
     progress: &ProgressSink,
     cancel: &CancellationToken,
 ) -> Result<Downloaded, SourceError> {
-    let (chunks, receiver) = mpsc::channel::<bytes::Bytes>(CHANNEL_CHUNKS);
+    let (batches, receiver) = mpsc::channel::<Vec<Bytes>>(CHANNEL_BATCHES);
     let writer = tokio::task::spawn_blocking({
         let dest = file.dest.clone();
         move || write_and_hash(&dest, start, receiver)
     });
     let mut body = response.bytes_stream();
+    let mut batch = Batch::default();
     let outcome = loop {
-        let next = tokio::select! {
-            _ = cancel.cancelled() => break Err(SourceError::Cancelled),
-            next = body.next() => next,
+        // Take every chunk that is ready without waiting; hand the batch to
+        // the writer when it is big, or before waiting for the network, so
+        // a slow download still reaches the disk as it comes.
+        let next = match body.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                if batch.send(&batches).await.is_err() {
+                    break Ok(()); // the writer failed; its error is reported below
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => break Err(SourceError::Cancelled),
+                    next = body.next() => next,
+                }
+            }
         };
         match next {
-            None => break Ok(()),
+            None => {
+                // A writer that failed reports its error below.
+                let _ = batch.send(&batches).await;
+                break Ok(());
+            }
             Some(Ok(chunk)) => {
                 progress.add_bytes(chunk.len() as u64);
                 crate::metrics::BYTES_DOWNLOADED.add(chunk.len() as u64);
-                if chunks.send(chunk).await.is_err() {
-                    break Ok(()); // the writer failed; its error is reported below
+                batch.push(chunk);
+                if batch.bytes >= BATCH_BYTES && batch.send(&batches).await.is_err() {
+                    break Ok(());
                 }
             }
-            Some(Err(e)) => break Err(SourceError::from_request(&e, &file.what)),
+            Some(Err(e)) => {
+                let _ = batch.send(&batches).await;
+                break Err(SourceError::from_request(&e, &file.what));
+            }
         }
     };
-    drop(chunks);
+    drop(batches);
     let written = writer
         .await
         .map_err(|e| SourceError::Transient(format!("{}: writer stopped: {e}", file.what)))?
@@ -256,41 +281,77 @@ async fn stream_to_file(
     outcome.map(|()| written)
 }
 
+/// Chunks received and not yet handed to the writer.
+#[derive(Default)]
+struct Batch {
+    chunks: Vec<Bytes>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, chunk: Bytes) {
+        self.bytes += chunk.len();
+        self.chunks.push(chunk);
+    }
+
+    async fn send(&mut self, to: &mpsc::Sender<Vec<Bytes>>) -> Result<(), ()> {
+        if self.chunks.is_empty() {
+            return Ok(());
+        }
+        self.bytes = 0;
+        to.send(std::mem::take(&mut self.chunks))
+            .await
+            .map_err(|_| ())
+    }
+}
+
 /// Hashes the `start` bytes already on disk, then appends and hashes every
-/// chunk received. Whatever arrived is on disk when the sender stops early,
-/// so the next attempt can resume from it, even after a crash.
+/// batch received, one `writev` a batch. Whatever arrived is on disk when
+/// the sender stops early, so the next attempt can resume from it, even
+/// after a crash.
 fn write_and_hash(
     dest: &Path,
     start: u64,
-    mut chunks: mpsc::Receiver<bytes::Bytes>,
+    mut batches: mpsc::Receiver<Vec<Bytes>>,
 ) -> std::io::Result<Downloaded> {
     let mut hasher = Sha256::new();
     let mut size = 0;
     if start > 0 {
         size = hash_prefix(dest, start, &mut hasher)?;
     }
-    let handle = std::fs::OpenOptions::new()
+    let mut out = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(false)
         .open(dest)?;
-    handle.set_len(size)?;
-    let mut out = handle;
+    out.set_len(size)?;
     use std::io::Seek;
     out.seek(std::io::SeekFrom::Start(size))?;
-    // Each chunk goes to the OS as it comes (hyper hands over what the socket
-    // had, up to hundreds of KiB at full speed): no copy into a buffer, and a
-    // process killed with SIGKILL leaves on disk all it had received but the
-    // chunks in the channel, so the next start resumes from there.
-    while let Some(chunk) = chunks.blocking_recv() {
-        hasher.update(&chunk);
-        out.write_all(&chunk)?;
-        size += chunk.len() as u64;
+    while let Some(batch) = batches.blocking_recv() {
+        for chunk in &batch {
+            hasher.update(chunk);
+            size += chunk.len() as u64;
+        }
+        write_all_vectored(&mut out, &batch)?;
     }
     Ok(Downloaded {
         size,
         sha256: hex::encode(hasher.finalize()),
     })
+}
+
+/// Writes every chunk, as few system calls as the kernel allows.
+fn write_all_vectored(out: &mut std::fs::File, chunks: &[Bytes]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = out.write_vectored(rest)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
 }
 
 fn hash_prefix(path: &Path, len: u64, hasher: &mut Sha256) -> std::io::Result<u64> {
