@@ -112,3 +112,65 @@ pub async fn render_error(err: poem::Error) -> Response {
         }
     }
 }
+
+/// The error answers one operation documents: a set of the statuses above,
+/// so that Swagger UI shows each operation only the refusals it can give.
+/// 401, 422 and 500 can come from any operation (the API key, a malformed
+/// request, a fault) and are always documented; the others are chosen per
+/// operation with the bits below. The answer itself is an `ApiError`.
+#[derive(Debug)]
+pub struct Refusal<const DOCUMENTED: u16>(pub ApiError);
+
+/// 400: the input cannot be used.
+pub const BAD_INPUT: u16 = 1;
+/// 404: no such thing here or upstream.
+pub const NOT_FOUND: u16 = 1 << 1;
+/// 409: exists, in flight, or already ended.
+pub const CONFLICT: u16 = 1 << 2;
+/// 413: the body is too large.
+pub const TOO_LARGE: u16 = 1 << 3;
+/// 502: the upstream could not be asked.
+pub const UPSTREAM: u16 = 1 << 4;
+
+/// Whether `status` is among the documented statuses `documented`.
+fn is_documented(documented: u16, status: u16) -> bool {
+    match status {
+        400 => documented & BAD_INPUT != 0,
+        404 => documented & NOT_FOUND != 0,
+        409 => documented & CONFLICT != 0,
+        413 => documented & TOO_LARGE != 0,
+        502 => documented & UPSTREAM != 0,
+        _ => true,
+    }
+}
+
+impl<const D: u16> poem_openapi::ApiResponse for Refusal<D> {
+    fn meta() -> poem_openapi::registry::MetaResponses {
+        let mut meta = ApiError::meta();
+        meta.responses
+            .retain(|r| r.status.is_none_or(|s| is_documented(D, s)));
+        meta
+    }
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        ApiError::register(registry);
+    }
+}
+
+impl<const D: u16> From<AppError> for Refusal<D> {
+    fn from(err: AppError) -> Self {
+        Self(err.into())
+    }
+}
+
+impl<const D: u16> From<ApiError> for Refusal<D> {
+    fn from(err: ApiError) -> Self {
+        Self(err)
+    }
+}
+
+impl<const D: u16> From<Refusal<D>> for poem::Error {
+    fn from(refusal: Refusal<D>) -> Self {
+        refusal.0.into()
+    }
+}

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use self::body::{ReceivedArchive, ZipUploadForm};
 use super::auth::ApiKeyAuth;
-use super::errors::ApiError;
+use super::errors::{BAD_INPUT, CONFLICT, NOT_FOUND, Refusal, TOO_LARGE};
 use super::models::ModelFound;
 use super::objects::Model;
 use super::{ApiTags, AppState};
@@ -91,7 +91,7 @@ impl LocalApi {
         model_name: Query<Option<String>>,
         /// The archive, as the multipart field `file`.
         body: ZipUploadForm,
-    ) -> Result<LocalUploadCreated, ApiError> {
+    ) -> Result<LocalUploadCreated, Refusal<{ BAD_INPUT | NOT_FOUND | CONFLICT | TOO_LARGE }>> {
         let state = &self.state;
         let received = body
             .receive(&state.files.upload_tmp_dir(), state.config.max_upload_bytes)
@@ -114,7 +114,7 @@ impl LocalApi {
         _auth: ApiKeyAuth,
         /// The model's id, as the upload answered it.
         model_id: Path<Uuid>,
-    ) -> Result<ModelFound, ApiError> {
+    ) -> Result<ModelFound, Refusal<NOT_FOUND>> {
         let model = self.state.find_model(model_id.0).await?;
         if model.source != Source::Local {
             return Err(AppError::new(

@@ -10,7 +10,7 @@ use poem_openapi::{ApiResponse, OpenApi};
 use uuid::Uuid;
 
 use super::auth::ApiKeyAuth;
-use super::errors::ApiError;
+use super::errors::{NOT_FOUND, Refusal};
 use super::objects::{Model, ModelList, Source};
 use super::{ApiTags, AppState};
 use crate::error::{AppError, ErrorCode};
@@ -61,7 +61,7 @@ impl ModelsApi {
         /// Models to skip.
         #[oai(default)]
         offset: Query<u32>,
-    ) -> Result<ModelPage, ApiError> {
+    ) -> Result<ModelPage, Refusal<0>> {
         let (items, total) = self
             .state
             .store
@@ -88,7 +88,7 @@ impl ModelsApi {
         _auth: ApiKeyAuth,
         /// The model's id.
         model_id: Path<Uuid>,
-    ) -> Result<ModelFound, ApiError> {
+    ) -> Result<ModelFound, Refusal<NOT_FOUND>> {
         let model = self.state.find_model(model_id.0).await?;
         Ok(ModelFound::Ok(Json(model.into())))
     }
@@ -107,7 +107,7 @@ impl ModelsApi {
         _auth: ApiKeyAuth,
         /// The model's id.
         model_id: Path<Uuid>,
-    ) -> Result<ModelDeleted, ApiError> {
+    ) -> Result<ModelDeleted, Refusal<NOT_FOUND>> {
         let model = self.state.find_model(model_id.0).await?;
         let store = &self.state.store;
         store

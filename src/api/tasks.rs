@@ -12,7 +12,7 @@ use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use super::auth::ApiKeyAuth;
-use super::errors::ApiError;
+use super::errors::{CONFLICT, NOT_FOUND, Refusal};
 use super::objects::{Source, Task, TaskList, TaskStatus};
 use super::{ApiTags, AppState};
 use crate::actors::{Actors, RegistryMsg};
@@ -61,7 +61,7 @@ impl TasksApi {
         _auth: ApiKeyAuth,
         /// The task's id, as the upload answered it.
         task_id: Path<Uuid>,
-    ) -> Result<TaskFound, ApiError> {
+    ) -> Result<TaskFound, Refusal<NOT_FOUND>> {
         let task = find_task(&self.state.actors, task_id.0).await?;
         Ok(TaskFound::Ok(Json(task.into())))
     }
@@ -86,7 +86,7 @@ impl TasksApi {
         /// Tasks to skip.
         #[oai(default)]
         offset: Query<u32>,
-    ) -> Result<TaskPage, ApiError> {
+    ) -> Result<TaskPage, Refusal<0>> {
         let filter = TaskFilter {
             status: status.0.map(Into::into),
             source: source.0.map(Into::into),
@@ -118,7 +118,7 @@ impl TasksApi {
         _auth: ApiKeyAuth,
         /// The task's id, as the upload answered it.
         task_id: Path<Uuid>,
-    ) -> Result<TaskFound, ApiError> {
+    ) -> Result<TaskFound, Refusal<{ NOT_FOUND | CONFLICT }>> {
         let id = task_id.0;
         let task = self
             .state
@@ -142,7 +142,7 @@ impl TasksApi {
         _auth: ApiKeyAuth,
         /// The task's id, as the upload answered it.
         task_id: Path<Uuid>,
-    ) -> Result<TaskEvents, ApiError> {
+    ) -> Result<TaskEvents, Refusal<NOT_FOUND>> {
         let actors = self.state.actors.clone();
         // Subscribe before reading the task, so no change falls in between.
         let changes = actors.subscribe();

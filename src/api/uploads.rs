@@ -8,7 +8,10 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::auth::ApiKeyAuth;
-use super::errors::ApiError;
+use super::errors::{BAD_INPUT, CONFLICT, NOT_FOUND, Refusal, UPSTREAM};
+
+/// What a remote upload can refuse with, besides 401, 422 and 500.
+type UploadRefusal = Refusal<{ BAD_INPUT | NOT_FOUND | CONFLICT | UPSTREAM }>;
 use super::objects::{GitHubUpload, HuggingFaceUpload, Task};
 use super::{ApiTags, AppState};
 use crate::actors::RegistryMsg;
@@ -57,7 +60,7 @@ impl UploadsApi {
         &self,
         _auth: ApiKeyAuth,
         body: Json<HuggingFaceUpload>,
-    ) -> Result<TaskCreated, ApiError> {
+    ) -> Result<TaskCreated, UploadRefusal> {
         let body = body.0;
         let repo = HfRepoId::parse(body.model_tag.trim())
             .map_err(|m| AppError::new(ErrorCode::InvalidModelTag, m))?;
@@ -114,7 +117,7 @@ impl UploadsApi {
         &self,
         _auth: ApiKeyAuth,
         body: Json<GitHubUpload>,
-    ) -> Result<TaskCreated, ApiError> {
+    ) -> Result<TaskCreated, UploadRefusal> {
         let body = body.0;
         let repo = GithubRepo::parse(&body.owner, &body.repo_name)
             .map_err(|m| AppError::new(ErrorCode::InvalidUrl, m))?;
@@ -149,7 +152,7 @@ impl UploadsApi {
         task: UploadTask,
         upstream: &str,
         check: impl Future<Output = Result<(), SourceError>>,
-    ) -> Result<TaskCreated, ApiError> {
+    ) -> Result<TaskCreated, UploadRefusal> {
         self.state.refuse_duplicate(&task).await?;
         check.await.map_err(|e| match e {
             SourceError::Transient(m) => AppError::new(
