@@ -121,7 +121,7 @@ struct CheckedEntry {
 /// entry. Files at the root form the model `root_model_name`.
 pub fn open_archive(path: &Path, root_model_name: &str) -> Result<GuardedArchive, LocalZipError> {
     let mut file = File::open(path)?;
-    let declared = guard::declared_entry_count(&mut file)?;
+    let declared = crate::validate::zip_directory::declared_entry_count(&mut file)?;
     if declared > MAX_ENTRIES {
         return Err(too_many_entries(declared));
     }

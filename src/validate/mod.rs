@@ -4,6 +4,7 @@
 
 pub mod pickle;
 pub mod safetensors;
+pub mod zip_directory;
 
 pub use self::safetensors::{SafetensorsSummary, check_safetensors, check_sharded_index};
 

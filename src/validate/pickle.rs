@@ -13,6 +13,9 @@ use super::InvalidWeights;
 /// Largest pickle scanned; a tensor checkpoint's pickle is small (the
 /// tensor bytes live elsewhere).
 const MAX_PICKLE_BYTES: u64 = 1 << 30;
+/// Most entries a `torch.save` ZIP may declare: it holds one per tensor
+/// storage plus a few, and parsing allocates per declared entry.
+const MAX_CHECKPOINT_ENTRIES: u64 = 100_000;
 
 /// Checks a `.bin`/`.pt`/`.pth` file: a `torch.save` ZIP or a bare pickle.
 pub fn check_checkpoint(path: &Path, name: &str) -> Result<(), InvalidWeights> {
@@ -24,6 +27,12 @@ pub fn check_checkpoint(path: &Path, name: &str) -> Result<(), InvalidWeights> {
     let is_zip = file.read_exact(&mut magic).is_ok() && &magic == b"PK\x03\x04";
     file.rewind().map_err(|e| invalid(e.to_string()))?;
     if is_zip {
+        let declared = super::zip_directory::declared_entry_count(&mut file)
+            .map_err(|e| invalid(e.to_string()))?;
+        if declared > MAX_CHECKPOINT_ENTRIES {
+            return Err(invalid(format!("its ZIP declares {declared} entries")));
+        }
+        file.rewind().map_err(|e| invalid(e.to_string()))?;
         let mut archive = zip::ZipArchive::new(BufReader::new(file))
             .map_err(|e| invalid(format!("unreadable ZIP ({e})")))?;
         let pickles: Vec<String> = archive
