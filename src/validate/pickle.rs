@@ -5,6 +5,7 @@
 //! `torch.save` files are ZIP archives holding `*/data.pkl`; older ones and
 //! bare pickles are a sequence of pickles followed by raw storage bytes.
 
+use std::collections::HashMap;
 use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
@@ -64,9 +65,18 @@ pub fn scan_pickles(input: impl Read) -> Result<(), String> {
         input: BufReader::new(input).bytes(),
         offset: 0,
         pushes: Vec::new(),
-        memo: Vec::new(),
+        memo: HashMap::new(),
+        legacy_magic: false,
     };
     scanner.scan_one()?;
+    if scanner.legacy_magic {
+        // torch's legacy format: `torch.load` unpickles the magic number,
+        // then four more pickles whatever their first byte, then raw bytes.
+        for _ in 0..LEGACY_PICKLES - 1 {
+            scanner.scan_one()?;
+        }
+        return Ok(());
+    }
     while scanner.peek_is_proto()? {
         scanner.scan_one()?;
     }
@@ -137,9 +147,20 @@ struct Scanner<I> {
     /// What each opcode pushed, in order: `Some` for a string, `None` for
     /// anything else. `STACK_GLOBAL` takes its module and name from the last two.
     pushes: Vec<Option<String>>,
-    /// Memoized values, by memo index, as far as strings go.
-    memo: Vec<(u64, Option<String>)>,
+    /// The memo of the pickle being read, as Python keeps it (a dict: `PUT`
+    /// overwrites, `MEMOIZE` stores at its current length), as far as strings go.
+    memo: HashMap<u64, Option<String>>,
+    /// The first pickle was torch's legacy magic number.
+    legacy_magic: bool,
 }
+
+/// torch's legacy serialization magic number, 0x1950a86a20f9469cfc6c, as
+/// `LONG1` writes it (little-endian) and as protocols 0 and 1 write it.
+const LEGACY_MAGIC_LE: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
+const LEGACY_MAGIC_TEXT: &str = "119547037146038801333356";
+/// Pickles a legacy `torch.save` file starts with: magic number, protocol
+/// version, system info, the object, the storage keys.
+const LEGACY_PICKLES: usize = 5;
 
 impl<I: Iterator<Item = std::io::Result<u8>>> Scanner<I> {
     fn byte(&mut self) -> Result<u8, String> {
@@ -214,21 +235,20 @@ impl<I: Iterator<Item = std::io::Result<u8>>> Scanner<I> {
 
     fn memoize(&mut self, index: u64) {
         let top = self.pushes.last().cloned().flatten();
-        self.memo.push((index, top));
+        self.memo.insert(index, top);
     }
 
     fn memo_get(&mut self, index: u64) {
-        let value = self
-            .memo
-            .iter()
-            .rev()
-            .find(|(i, _)| *i == index)
-            .and_then(|(_, v)| v.clone());
+        let value = self.memo.get(&index).cloned().flatten();
         self.pushes.push(value);
     }
 
-    /// Reads opcodes up to and including STOP.
+    /// Reads one pickle, opcodes up to and including STOP, with a memo and
+    /// stack of its own as `pickle.load` has.
     fn scan_one(&mut self) -> Result<(), String> {
+        self.memo.clear();
+        self.pushes.clear();
+        let first_pickle = self.offset == 0;
         loop {
             let at = self.offset;
             let op = self.byte()?;
@@ -260,7 +280,10 @@ impl<I: Iterator<Item = std::io::Result<u8>>> Scanner<I> {
                 }
                 // Newline-terminated arguments.
                 b'I' | b'L' | b'F' | b'P' => {
-                    self.line()?;
+                    let text = self.line()?;
+                    if first_pickle && text.trim_end_matches('L') == LEGACY_MAGIC_TEXT {
+                        self.legacy_magic = true;
+                    }
                     self.pushes.push(None);
                 }
                 b'S' | b'V' => {
@@ -345,9 +368,15 @@ impl<I: Iterator<Item = std::io::Result<u8>>> Scanner<I> {
                     let n = self.uint(4)?;
                     self.skip_push(n)?;
                 }
-                b'C' | 0x8a => {
+                b'C' => {
                     let n = self.uint(1)?;
                     self.skip_push(n)?;
+                }
+                0x8a => {
+                    let n = self.uint(1)?;
+                    let long = self.bytes(n)?;
+                    self.legacy_magic |= first_pickle && long == LEGACY_MAGIC_LE;
+                    self.pushes.push(None);
                 }
                 0x8e | 0x96 => {
                     let n = self.uint(8)?;
@@ -432,6 +461,39 @@ mod tests {
         assert!(scan(b"hello world").is_err());
         assert!(scan(&[0x80, 2, b'c', b'o', b's']).is_err());
         assert!(scan(&[0x80, 2, 0x82, 1, b'.']).is_err());
+    }
+
+    #[test]
+    fn a_memo_index_that_python_counts_differently_cannot_hide_a_global() {
+        // "x" PUT 0 twice: Python's memo has one entry, so the MEMOIZEs that
+        // follow store at 1, 2, 3, 4 — the scanner must count the same way.
+        let mut p = vec![0x80, 4, 0x8c, 1, b'x', b'q', 0, b'q', 0];
+        for s in ["collections", "os", "OrderedDict", "system"] {
+            p.push(0x8c);
+            p.push(s.len() as u8);
+            p.extend_from_slice(s.as_bytes());
+            p.push(0x94);
+        }
+        p.extend_from_slice(&[b'h', 2, b'h', 4, 0x93, b')', b'R', b'.']);
+        let err = scan(&p).unwrap_err();
+        assert!(err.contains("os.system"), "{err}");
+    }
+
+    #[test]
+    fn every_pickle_of_a_legacy_torch_file_is_scanned() {
+        let magic = [
+            0x80, 2, 0x8a, 10, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, b'.',
+        ];
+        let mut stream = magic.to_vec();
+        stream.extend_from_slice(b"cposix\nsystem\n(S'id'\ntR.");
+        let err = scan(&stream).unwrap_err();
+        assert!(err.contains("posix.system"), "{err}");
+        let mut benign = magic.to_vec();
+        for _ in 0..4 {
+            benign.extend(global("collections", "OrderedDict"));
+        }
+        benign.extend_from_slice(b"\x00raw storage");
+        assert!(scan(&benign).is_ok());
     }
 
     #[test]
