@@ -329,19 +329,27 @@ fn select_files<'a>(
 fn check_weights(files: &[StagedFile]) -> Result<(), SourceError> {
     let by_path: BTreeMap<&str, &StagedFile> =
         files.iter().map(|f| (f.repo_path.as_str(), f)).collect();
-    let weights: Vec<&StagedFile> = files
+    let has = |ext: &[&str], f: &&StagedFile| ext.iter().any(|e| f.repo_path.ends_with(e));
+    let weights: Vec<&StagedFile> = files.iter().filter(|f| has(&[".safetensors"], f)).collect();
+    // PyTorch checkpoints arrive only when allow_patterns asks for them, and
+    // count only once their pickles are scanned; one unsafe file fails the task.
+    let checkpoints: Vec<&StagedFile> = files
         .iter()
-        .filter(|f| f.repo_path.ends_with(".safetensors"))
+        .filter(|f| has(&[".bin", ".pt", ".pth"], f))
         .collect();
-    if weights.is_empty() {
+    if weights.is_empty() && checkpoints.is_empty() {
         return Err(SourceError::Permanent(
-            "the repository has no .safetensors weights among the files fetched; \
-             only safetensors checkpoints are accepted from Hugging Face"
+            "the repository has no .safetensors weights among the files fetched \
+             (PyTorch .bin weights are fetched only when allow_patterns asks for them)"
                 .into(),
         ));
     }
     for file in &weights {
         validate::check_safetensors(&file.staged_at, &file.repo_path)
+            .map_err(|e| SourceError::Permanent(e.0))?;
+    }
+    for file in &checkpoints {
+        validate::pickle::check_checkpoint(&file.staged_at, &file.repo_path)
             .map_err(|e| SourceError::Permanent(e.0))?;
     }
     for index in files

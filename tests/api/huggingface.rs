@@ -415,6 +415,54 @@ async fn weights_are_validated() {
 }
 
 #[tokio::test]
+async fn pytorch_weights_come_only_when_asked_for_and_only_after_the_pickle_scan() {
+    let app = spawn_app().await;
+    let pickle = |module: &str, name: &str| {
+        let mut p = vec![0x80, 2, b'c'];
+        p.extend_from_slice(format!("{module}\n{name}\n").as_bytes());
+        p.extend_from_slice(b")R.");
+        p
+    };
+    for (id, bytes) in [
+        ("acme/bin-only", pickle("collections", "OrderedDict")),
+        ("acme/bin-not-asked", pickle("collections", "OrderedDict")),
+        ("acme/evil-bin", pickle("posix", "system")),
+    ] {
+        let mut repo = small_model(id);
+        repo.files[3] = HubFile {
+            path: "pytorch_model.bin".into(),
+            bytes,
+            lfs: true,
+        };
+        app.hub.add_repo(repo);
+    }
+    let with_bins = json!(["*.json", "*.bin"]);
+    for (repo, patterns, status, needle) in [
+        ("acme/bin-only", Some(&with_bins), "DONE", ""),
+        ("acme/evil-bin", Some(&with_bins), "FAILED", "posix.system"),
+        ("acme/bin-not-asked", None, "FAILED", "allow_patterns"),
+    ] {
+        let mut body = json!({"model_tag": repo});
+        if let Some(patterns) = patterns {
+            body["allow_patterns"] = patterns.clone();
+        }
+        let response = app.post_hf(body).await;
+        assert_eq!(response.status(), 201);
+        let task: Value = response.json().await.unwrap();
+        let task = app.wait_task(task["id"].as_str().unwrap()).await;
+        assert_eq!(task["task_status"], status, "{repo}: {task}");
+        assert!(
+            task["error_msg"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(needle),
+            "{repo}: {task}"
+        );
+    }
+    assert!(app.leftover_tmp_files().is_empty());
+}
+
+#[tokio::test]
 async fn the_event_stream_ends_after_the_terminal_state() {
     let app = spawn_app().await;
     app.hub.add_repo(small_model("acme/events"));
