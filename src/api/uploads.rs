@@ -17,8 +17,9 @@ use super::{ApiTags, AppState};
 use crate::actors::RegistryMsg;
 use crate::error::{AppError, ErrorCode};
 use crate::sources::SourceError;
-use crate::sources::github::{GithubRepo, is_valid_revision};
+use crate::sources::github::GithubRepo;
 use crate::sources::huggingface::HfRepoId;
+use crate::sources::is_valid_revision;
 use crate::store::{Source, UploadRequest, UploadTask};
 
 /// Patterns fetched when a request names none.
@@ -65,11 +66,7 @@ impl UploadsApi {
         let repo = HfRepoId::parse(body.model_tag.trim())
             .map_err(|m| AppError::new(ErrorCode::InvalidModelTag, m))?;
         let revision = non_empty(body.revision.map(|r| r.0)).unwrap_or_else(|| "main".into());
-        if revision.len() > 255
-            || revision
-                .chars()
-                .any(|c| c.is_control() || c.is_whitespace())
-        {
+        if !is_valid_revision(&revision) {
             return Err(AppError::new(
                 ErrorCode::InvalidModelTag,
                 format!("'{revision}' is not a branch, tag or commit name"),

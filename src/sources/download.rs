@@ -168,8 +168,13 @@ async fn send_following_redirects(
 ) -> Result<reqwest::Response, SourceError> {
     let mut url = Url::parse(&file.url)
         .map_err(|e| SourceError::Permanent(format!("{}: bad URL {}: {e}", file.what, file.url)))?;
+    let origin = url.origin();
     for _ in 0..MAX_REDIRECTS {
-        let mut request = client.get(url.clone()).headers(file.headers.clone());
+        let mut request = client.get(url.clone());
+        // Headers an LFS server handed out are for its own origin only.
+        if url.origin() == origin {
+            request = request.headers(file.headers.clone());
+        }
         if let Some(token) = file.token.as_ref().filter(|t| t.applies_to(&url)) {
             request = request.bearer_auth(&token.token);
         }

@@ -71,14 +71,25 @@ impl GithubRepo {
     }
 }
 
-/// Whether `revision` can name a branch, tag or commit in git.
-pub fn is_valid_revision(revision: &str) -> bool {
-    git2::Reference::is_valid_name(&format!("refs/heads/{revision}"))
-}
-
 fn is_commit_sha(revision: &str) -> bool {
     revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit())
 }
+
+/// Whether `revision` names `commit` by its sha, in full or abbreviated.
+fn names_commit(revision: &str, commit: &str) -> bool {
+    revision.len() >= 4
+        && revision.chars().all(|c| c.is_ascii_hexdigit())
+        && commit.starts_with(&revision.to_ascii_lowercase())
+}
+
+/// Characters kept as they are in a revision inside an API path (`/` too:
+/// GitHub takes `commits/feature/x`).
+const REF_IN_PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
 
 /// What one successful attempt staged: the commit and the model's folder.
 #[derive(Debug, Clone)]
@@ -155,7 +166,13 @@ impl GitHub {
             .await?;
         let what = format!("revision '{revision}' of {full}");
         let commit: CommitInfo = self
-            .api_get(&format!("/repos/{full}/commits/{revision}"), &what)
+            .api_get(
+                &format!(
+                    "/repos/{full}/commits/{}",
+                    percent_encoding::utf8_percent_encode(revision, REF_IN_PATH)
+                ),
+                &what,
+            )
             .await?
             .json()
             .await
@@ -215,6 +232,7 @@ impl GitHub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::is_valid_revision;
 
     #[test]
     fn names_follow_github_rules() {
@@ -236,6 +254,11 @@ mod tests {
                 && is_valid_revision("v1.0")
                 && is_valid_revision("feature/x")
         );
+        assert!(names_commit(
+            "ABC1234",
+            &format!("abc1234{}", "0".repeat(33))
+        ));
+        assert!(!names_commit("main", "abc") && !names_commit("abc", "abcdef"));
         assert!(
             !is_valid_revision("a..b") && !is_valid_revision("x y") && !is_valid_revision("bad~1")
         );

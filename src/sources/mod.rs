@@ -126,6 +126,12 @@ impl ProgressSink {
     }
 }
 
+/// Whether `revision` can name a branch, tag or commit in a git repository
+/// (GitHub's, or a Hugging Face repository's): no `..`, spaces, `~^:?*[\`.
+pub fn is_valid_revision(revision: &str) -> bool {
+    git2::Reference::is_valid_name(&format!("refs/heads/{revision}"))
+}
+
 /// The HTTP client every source uses: no automatic redirects (the
 /// downloader follows them itself, to keep tokens on their host), bounded
 /// connect and read timeouts.

@@ -212,6 +212,13 @@ async fn branches_tags_and_commits_are_cloned_and_installed() {
     )
     .await;
     assert_eq!(by_commit["task_status"], "DONE", "{by_commit}");
+    let short = upload(
+        &app,
+        json!({"owner": "acme", "repo_name": "bert", "revision": &f.small_commit[..7]}),
+    )
+    .await;
+    assert_eq!(short["task_status"], "DONE", "{short}");
+    assert_eq!(short["attempts"], 1, "{short}");
     assert!(
         app.leftover_tmp_files().is_empty(),
         "{:?}",

@@ -83,6 +83,12 @@ async fn an_upload_answers_201_and_lands_in_the_cache_layout() {
 #[tokio::test]
 async fn invalid_repo_ids_are_400() {
     let app = spawn_app().await;
+    for revision in ["../../etc", "a b", "bad~1"] {
+        let response = app
+            .post_hf(json!({"model_tag": "acme/x", "revision": revision}))
+            .await;
+        assert_error(response, 400, "INVALID_MODEL_TAG").await;
+    }
     for bad in [
         "a/b/c",
         "-leading",

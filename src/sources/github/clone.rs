@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
 
-use super::is_commit_sha;
+use super::names_commit;
 use crate::sources::{ProgressSink, SourceError};
 
 /// A clone of one commit into a fresh folder; runs on a blocking thread.
@@ -32,7 +32,7 @@ impl CloneJob {
         })?;
         let mut fetch = git2::FetchOptions::new();
         fetch.remote_callbacks(self.callbacks());
-        let refspecs: Vec<String> = if is_commit_sha(&self.revision) {
+        let refspecs: Vec<String> = if names_commit(&self.revision, &self.commit) {
             vec![
                 "+refs/heads/*:refs/remotes/origin/*".into(),
                 "+refs/tags/*:refs/tags/*".into(),
