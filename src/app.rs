@@ -20,7 +20,8 @@ use crate::store::files::ModelFiles;
 
 /// How long open connections (event streams) get to finish at shutdown.
 const HTTP_DRAIN: Duration = Duration::from_secs(2);
-/// How long running workers get to reach a resumable point.
+/// How long running workers get to reach a resumable point and the actors
+/// to stop: with `HTTP_DRAIN`, well inside the 10 s the contract allows.
 const WORKER_DRAIN: Duration = Duration::from_secs(6);
 
 /// A running service.
@@ -109,7 +110,7 @@ impl App {
     /// resume from, persists their progress and stops the actors.
     pub async fn shutdown(self) {
         self.stop_accepting.cancel();
-        let _ = tokio::time::timeout(HTTP_DRAIN + Duration::from_secs(1), self.server).await;
+        let _ = tokio::time::timeout(HTTP_DRAIN, self.server).await;
         self.state.actors.shutdown(WORKER_DRAIN).await;
         tracing::info!("vectorize stopped");
     }

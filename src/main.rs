@@ -56,7 +56,11 @@ async fn main() -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     app.shutdown().await;
-    Ok(())
+    // Exit now rather than let the runtime wait for blocking jobs (hashing a
+    // large partial file, a libgit2 checkout) that ignore cancellation: what
+    // they leave behind is resumed at the next start, and the contract wants
+    // the process gone within 10 s.
+    std::process::exit(0);
 }
 
 fn init_logging(format: LogFormat) {

@@ -92,6 +92,7 @@ impl Actors {
     /// files kept, tasks left unfinished in the database for the next
     /// start), progress is persisted, then the actors stop. Bounded by `within`.
     pub async fn shutdown(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
         let drained = async {
             let supervisor = self
                 .registry
@@ -108,11 +109,15 @@ impl Actors {
                 )
                 .await;
         };
-        if tokio::time::timeout(within, drained).await.is_err() {
+        if tokio::time::timeout_at(deadline, drained).await.is_err() {
             tracing::warn!(
                 "workers did not stop in time; unfinished tasks resume at the next start"
             );
         }
-        let _ = self.registry.stop_and_wait(None, Some(within)).await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let _ = self
+            .registry
+            .stop_and_wait(None, Some(left.max(Duration::from_millis(500))))
+            .await;
     }
 }

@@ -14,7 +14,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::supervisor::{SupervisorArgs, SupervisorMsg, UploadSupervisor};
+use super::supervisor::{MAX_ATTEMPTS, SupervisorArgs, SupervisorMsg, UploadSupervisor};
 use super::{Fetchers, TaskCache};
 use crate::error::{AppError, ErrorCode};
 use crate::store::{ModelRecord, Progress, Store, StoreError, TaskFilter, TaskStatus, UploadTask};
@@ -158,6 +158,19 @@ impl Actor for TaskRegistry {
         let ids: Vec<Uuid> = unfinished.iter().map(|t| t.task_id).collect();
         args.fetchers.files.sweep_staging(&ids);
         for mut task in unfinished {
+            if task.attempts >= MAX_ATTEMPTS {
+                // Stopped during its last attempt: another would be a fifth.
+                let now = Utc::now();
+                task.task_status = TaskStatus::Failed;
+                task.error_msg = Some(format!(
+                    "the service stopped during the last of {MAX_ATTEMPTS} attempts; upload the model again"
+                ));
+                task.updated_at = now;
+                task.finished_at = Some(now);
+                state.store.save_task(&task).await?;
+                args.fetchers.files.remove_task_staging(task.task_id);
+                continue;
+            }
             if task.task_status == TaskStatus::Running {
                 task.task_status = TaskStatus::Pending;
                 task.updated_at = Utc::now();
@@ -197,7 +210,7 @@ impl Actor for TaskRegistry {
         // The supervisor is this actor's child: it goes down with it.
         let _ = state
             .supervisor
-            .stop_and_wait(None, Some(Duration::from_secs(5)))
+            .stop_and_wait(None, Some(Duration::from_secs(1)))
             .await;
         Ok(())
     }

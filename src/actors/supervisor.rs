@@ -130,8 +130,9 @@ impl SupervisorState {
         };
         let task = running.task;
         if let Some((reply, cancelled)) = running.cancelled {
-            self.args.fetchers.files.remove_task_staging(task.task_id);
-            let _ = reply.send(Ok(*cancelled));
+            self.remove_staging_then(task.task_id, move || {
+                let _ = reply.send(Ok(*cancelled));
+            });
             return;
         }
         let Some(cause) = failure else { return };
@@ -151,13 +152,23 @@ impl SupervisorState {
             myself.send_after(delay, move || SupervisorMsg::RetryDue(task_id));
         } else {
             tracing::warn!(task_id = %task.task_id, error = %cause, "attempt failed; no retry left");
-            self.args.fetchers.files.remove_task_staging(task.task_id);
             let message = format!("{cause} (gave up after {} attempts)", task.attempts);
-            let _ = self.args.registry.cast(RegistryMsg::Failed {
-                id: task.task_id,
-                message,
+            let (registry, id) = (self.args.registry.clone(), task.task_id);
+            // FAILED is recorded once the partial files are gone.
+            self.remove_staging_then(id, move || {
+                let _ = registry.cast(RegistryMsg::Failed { id, message });
             });
         }
+    }
+
+    /// Removes a task's staging folder off the actor (gigabytes of partial
+    /// files take a while), then runs `then`.
+    fn remove_staging_then(&self, task_id: Uuid, then: impl FnOnce() + Send + 'static) {
+        let files = self.args.fetchers.files.clone();
+        tokio::task::spawn_blocking(move || {
+            files.remove_task_staging(task_id);
+            then();
+        });
     }
 
     fn answer_drain_when_idle(&mut self) {
@@ -212,8 +223,9 @@ impl Actor for UploadSupervisor {
                 } else {
                     state.queue.retain(|t| t.task_id != id);
                     state.backing_off.remove(&id);
-                    state.args.fetchers.files.remove_task_staging(id);
-                    let _ = reply.send(Ok(*task));
+                    state.remove_staging_then(id, move || {
+                        let _ = reply.send(Ok(*task));
+                    });
                 }
             }
             SupervisorMsg::Drain(reply) => {

@@ -91,13 +91,16 @@ impl Actor for UploadWorker {
                         .await
                         .unwrap_or(1)
                         > 0;
-                    state.fetchers.files.remove_model(&model, shared);
+                    let files = state.fetchers.files.clone();
+                    let _ = tokio::task::spawn_blocking(move || files.remove_model(&model, shared))
+                        .await;
                 }
             }
             Err(SourceError::Cancelled) => tracing::info!(task_id = %id, "attempt cancelled"),
             Err(SourceError::Permanent(message)) => {
                 tracing::warn!(task_id = %id, error = %message, "task failed");
-                state.fetchers.files.remove_task_staging(id);
+                let files = state.fetchers.files.clone();
+                let _ = tokio::task::spawn_blocking(move || files.remove_task_staging(id)).await;
                 state.registry.cast(RegistryMsg::Failed { id, message })?;
             }
             Err(SourceError::Transient(message)) => return Err(message.into()),
