@@ -94,6 +94,14 @@ impl AppError {
         self
     }
 
+    /// 409 for a model the store has already.
+    pub fn model_exists(source: &str, model_tag: &str) -> Self {
+        Self::new(
+            ErrorCode::ModelAlreadyExists,
+            format!("model '{model_tag}' ({source}) already exists"),
+        )
+    }
+
     /// A server-side failure: the detail is logged, the client gets a short sentence.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");

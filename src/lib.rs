@@ -10,12 +10,17 @@
 //! - [`api`]: the poem-openapi front end; turns HTTP into registry messages.
 //! - [`actors`]: `TaskRegistry` (task state), `UploadSupervisor` (queue,
 //!   concurrency, retries), `UploadWorker` (one attempt of one task).
-//! - [`sources`]: the work of one attempt: Hugging Face, the shared
-//!   resumable download; knows nothing of actors or routes.
-//! - [`validate`]: reads weights without trusting or executing them.
+//! - [`sources`]: the work of one attempt or upload: Hugging Face, GitHub
+//!   (clone and Git LFS), local ZIP archives, and the shared resumable
+//!   download; knows nothing of actors or routes.
+//! - [`validate`]: reads weights and archives without trusting or executing
+//!   them: safetensors headers, pickle opcodes, ZIP directories.
 //! - [`store`]: SurrealDB records (`tasks`, `models`) and the on-disk layout
 //!   of the model store (`files`).
 //! - [`metrics`]: Prometheus counters.
+//!
+//! The command-line client (`vectorize upload …`, `tasks`, `models`) lives
+//! in the binary, under `src/cli/`.
 
 pub mod actors;
 pub mod api;

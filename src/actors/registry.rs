@@ -425,14 +425,7 @@ pub fn upload_in_progress(running: &UploadTask) -> AppError {
 
 /// The 409 for an upload of a model the store already holds.
 fn model_already_exists(task: &UploadTask) -> AppError {
-    AppError::new(
-        ErrorCode::ModelAlreadyExists,
-        format!(
-            "model '{}' ({}) already exists",
-            task.model_tag,
-            task.source.as_str()
-        ),
-    )
+    AppError::model_exists(task.source.as_str(), &task.model_tag)
 }
 
 /// Marks a live task FAILED with `message`.

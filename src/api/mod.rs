@@ -1,6 +1,6 @@
 //! The HTTP front end: turns requests into registry messages and store
 //! reads, and answers in the shapes of API.md. One `#[OpenApi]` struct per
-//! tag (uploads, tasks, models), merged here with `/health`, `/metrics`,
+//! area (remote uploads, local uploads, tasks, models), merged here with `/health`, `/metrics`,
 //! `/docs` and `/openapi.json`. No business rules beyond input validation.
 
 pub mod auth;
@@ -47,13 +47,9 @@ impl AppState {
             .await
             .map_err(AppError::internal)?;
         if stored.is_some() {
-            return Err(AppError::new(
-                crate::error::ErrorCode::ModelAlreadyExists,
-                format!(
-                    "model '{}' ({}) already exists",
-                    task.model_tag,
-                    task.source.as_str()
-                ),
+            return Err(AppError::model_exists(
+                task.source.as_str(),
+                &task.model_tag,
             ));
         }
         let probe = Box::new(task.clone());

@@ -9,9 +9,6 @@ use poem_openapi::{ApiResponse, OpenApi};
 
 use super::auth::ApiKeyAuth;
 use super::errors::{BAD_INPUT, CONFLICT, NOT_FOUND, Refusal, UPSTREAM};
-
-/// What a remote upload can refuse with, besides 401, 422 and 500.
-type UploadRefusal = Refusal<{ BAD_INPUT | NOT_FOUND | CONFLICT | UPSTREAM }>;
 use super::objects::{GitHubUpload, HuggingFaceUpload, Task};
 use super::{ApiTags, AppState};
 use crate::actors::RegistryMsg;
@@ -21,6 +18,9 @@ use crate::sources::github::GithubRepo;
 use crate::sources::huggingface::HfRepoId;
 use crate::sources::is_valid_revision;
 use crate::store::{Source, UploadRequest, UploadTask};
+
+/// What a remote upload can refuse with, besides 401, 422 and 500.
+type UploadRefusal = Refusal<{ BAD_INPUT | NOT_FOUND | CONFLICT | UPSTREAM }>;
 
 /// Patterns fetched when a request names none.
 pub const DEFAULT_ALLOW_PATTERNS: [&str; 4] = ["*.safetensors", "*.json", "*.txt", "*.model"];

@@ -62,10 +62,6 @@ impl SourceError {
         };
         SourceError::Transient(format!("{what}: {why} ({})", root_cause(err)))
     }
-
-    pub fn is_transient(&self) -> bool {
-        matches!(self, SourceError::Transient(_))
-    }
 }
 
 /// The innermost cause of an error, which is usually the readable one.

@@ -4,7 +4,10 @@
 //! models/huggingface/models--{ns}--{name}/blobs/{etag}       file bytes
 //! models/huggingface/models--{ns}--{name}/snapshots/{commit}/{path} -> ../../blobs/{etag}
 //! models/huggingface/models--{ns}--{name}/refs/{revision}    the commit
+//! models/github/{owner}/{repo}/{commit}/                      a GitHub model's files
+//! models/local/{model_tag}/                                   a local upload's files
 //! tmp/tasks/{task_id}/                                        a task's staging folder
+//! tmp/uploads/                                                bodies and staging of local uploads
 //! ```
 //!
 //! Files reach `models/` only by rename from `tmp/` (same file system), so

@@ -1,6 +1,8 @@
-//! Reads weights without trusting them: safetensors headers are checked
-//! against the file's length, reading only the header. Nothing here executes
-//! or loads a model, and nothing here writes.
+//! Reads weights and archives without trusting them: safetensors headers
+//! checked against the file's length (`safetensors`), pickle streams scanned
+//! opcode by opcode for the globals they name (`pickle`), and the entry
+//! count a ZIP declares before a ZIP reader parses it (`zip_directory`).
+//! Nothing here executes or loads a model, and nothing here writes.
 
 pub mod pickle;
 pub mod safetensors;
