@@ -11,11 +11,11 @@
 use std::io::{IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
 
-use aws_lc_rs::digest::{Context as Sha256, SHA256};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -326,7 +326,7 @@ fn write_and_hash(
     let hasher = std::thread::spawn({
         let dest = dest.to_path_buf();
         move || -> std::io::Result<Downloaded> {
-            let mut hasher = Sha256::new(&SHA256);
+            let mut hasher = Sha256::new();
             // The writer only appends past `prefix`: these bytes stay as they are.
             let mut size = if prefix > 0 {
                 hash_prefix(&dest, prefix, &mut hasher)?
@@ -341,7 +341,7 @@ fn write_and_hash(
             }
             Ok(Downloaded {
                 size,
-                sha256: hex::encode(hasher.finish()),
+                sha256: hex::encode(hasher.finalize()),
             })
         }
     });
@@ -402,11 +402,11 @@ fn hash_prefix(path: &Path, len: u64, hasher: &mut Sha256) -> std::io::Result<u6
 pub async fn hash_file(path: PathBuf) -> Result<Downloaded, SourceError> {
     let what = path.display().to_string();
     tokio::task::spawn_blocking(move || {
-        let mut hasher = Sha256::new(&SHA256);
+        let mut hasher = Sha256::new();
         let size = hash_prefix(&path, u64::MAX, &mut hasher)?;
         Ok(Downloaded {
             size,
-            sha256: hex::encode(hasher.finish()),
+            sha256: hex::encode(hasher.finalize()),
         })
     })
     .await
