@@ -310,64 +310,39 @@ impl Batch {
     }
 }
 
-/// Appends every batch received to the partial file, one `writev` a batch,
-/// while a second thread hashes the `start` bytes already there and then
-/// every batch: on two cores the disk write and the sha256 overlap instead
-/// of adding up. Whatever arrived is on disk when the sender stops early,
-/// so the next attempt can resume from it, even after a crash.
+/// Hashes the `start` bytes already on disk, then appends and hashes every
+/// batch received, one `writev` a batch. Whatever arrived is on disk when
+/// the sender stops early, so the next attempt can resume from it, even
+/// after a crash.
 fn write_and_hash(
     dest: &Path,
     start: u64,
     mut batches: mpsc::Receiver<Vec<Bytes>>,
 ) -> std::io::Result<Downloaded> {
-    let on_disk = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
-    let prefix = start.min(on_disk);
-    let (to_hasher, hashed) = std::sync::mpsc::sync_channel::<Vec<Bytes>>(CHANNEL_BATCHES);
-    let hasher = std::thread::spawn({
-        let dest = dest.to_path_buf();
-        move || -> std::io::Result<Downloaded> {
-            let mut hasher = Sha256::new();
-            // The writer only appends past `prefix`: these bytes stay as they are.
-            let mut size = if prefix > 0 {
-                hash_prefix(&dest, prefix, &mut hasher)?
-            } else {
-                0
-            };
-            for batch in hashed {
-                for chunk in &batch {
-                    hasher.update(chunk);
-                    size += chunk.len() as u64;
-                }
-            }
-            Ok(Downloaded {
-                size,
-                sha256: hex::encode(hasher.finalize()),
-            })
+    let mut hasher = Sha256::new();
+    let mut size = 0;
+    if start > 0 {
+        size = hash_prefix(dest, start, &mut hasher)?;
+    }
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(dest)?;
+    out.set_len(size)?;
+    use std::io::Seek;
+    out.seek(std::io::SeekFrom::Start(size))?;
+    while let Some(batch) = batches.blocking_recv() {
+        for chunk in &batch {
+            hasher.update(chunk);
+            size += chunk.len() as u64;
         }
-    });
-    let written = (|| {
-        let mut out = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(dest)?;
-        out.set_len(prefix)?;
-        use std::io::Seek;
-        out.seek(std::io::SeekFrom::Start(prefix))?;
-        while let Some(batch) = batches.blocking_recv() {
-            write_all_vectored(&mut out, &batch)?;
-            if to_hasher.send(batch).is_err() {
-                break; // the hasher failed; its error is reported below
-            }
-        }
-        Ok::<(), std::io::Error>(())
-    })();
-    drop(to_hasher);
-    let hashed = hasher
-        .join()
-        .map_err(|_| std::io::Error::other("the sha256 thread panicked"))?;
-    written?;
-    hashed
+        write_all_vectored(&mut out, &batch)?;
+    }
+    Ok(Downloaded {
+        size,
+        sha256: hex::encode(hasher.finalize()),
+    })
 }
 
 /// Writes every chunk, as few system calls as the kernel allows.
