@@ -237,8 +237,8 @@ async fn stream_to_file(
 ) -> Result<Downloaded, SourceError> {
     let (batches, receiver) = mpsc::channel::<Vec<Bytes>>(CHANNEL_BATCHES);
     let writer = tokio::task::spawn_blocking({
-        let dest = file.dest.clone();
-        move || write_and_hash(&dest, start, receiver)
+        let (dest, expected) = (file.dest.clone(), file.expected_size);
+        move || write_and_hash(&dest, start, expected, receiver)
     });
     let mut body = response.bytes_stream();
     let mut batch = Batch::default();
@@ -317,6 +317,7 @@ impl Batch {
 fn write_and_hash(
     dest: &Path,
     start: u64,
+    expected: Option<u64>,
     mut batches: mpsc::Receiver<Vec<Bytes>>,
 ) -> std::io::Result<Downloaded> {
     let mut hasher = Sha256::new();
@@ -332,6 +333,18 @@ fn write_and_hash(
     out.set_len(size)?;
     use std::io::Seek;
     out.seek(std::io::SeekFrom::Start(size))?;
+    // Reserve the blocks the rest of the file needs in one call, keeping the
+    // length (it is the resume offset): the file system then does not
+    // allocate block by block as writes arrive. A file system without
+    // fallocate just allocates as before.
+    if let Some(total) = expected.filter(|t| *t > size) {
+        let _ = rustix::fs::fallocate(
+            &out,
+            rustix::fs::FallocateFlags::KEEP_SIZE,
+            size,
+            total - size,
+        );
+    }
     while let Some(batch) = batches.blocking_recv() {
         for chunk in &batch {
             hasher.update(chunk);
