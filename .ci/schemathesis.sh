@@ -6,6 +6,9 @@
 # answers 404 to everything, so uploads end in documented errors quickly.
 # Needs the debug binary that `cargo test` builds. Bounded in examples and
 # time; a fixed seed keeps CI repeatable (set SCHEMATHESIS_SEED to explore).
+# One worker: with two, CPython 3.11's AST constructor, which hypothesis
+# calls to describe lambdas, fails now and then across threads
+# ("AST constructor recursion depth mismatch"), an error of the tool.
 set -euo pipefail
 
 version=4.32.5
@@ -51,5 +54,5 @@ PY
 cd "$work"  # schemathesis keeps its state in the current folder
 timeout 900 "$venv/bin/st" run "http://127.0.0.1:$service_port/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-  --max-examples 25 --request-timeout 10 --workers 2 --no-color \
+  --max-examples 25 --request-timeout 10 --workers 1 --no-color \
   --seed "${SCHEMATHESIS_SEED:-20261127}"
