@@ -53,16 +53,12 @@ async fn main() {
         std::fs::remove_dir_all(&target).unwrap();
 
         let started = Instant::now();
-        let response = client
-            .post(format!("{}/v1/upload/github", service.base))
-            .json(&serde_json::json!({"owner": "bench", "repo_name": "model"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
-        let task: serde_json::Value = response.json().await.unwrap();
         let model_id = service
-            .wait_done(&client, task["id"].as_str().unwrap())
+            .upload_and_wait(
+                &client,
+                "/v1/upload/github",
+                serde_json::json!({"owner": "bench", "repo_name": "model"}),
+            )
             .await;
         uploads.push(started.elapsed());
         service.delete_model(&client, &model_id).await;

@@ -62,16 +62,12 @@ async fn main() {
         std::fs::remove_file(&target).unwrap();
 
         let started = Instant::now();
-        let response = client
-            .post(format!("{}/v1/upload/huggingface", service.base))
-            .json(&serde_json::json!({"model_tag": "bench/model"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
-        let task: serde_json::Value = response.json().await.unwrap();
         let model_id = service
-            .wait_done(&client, task["id"].as_str().unwrap())
+            .upload_and_wait(
+                &client,
+                "/v1/upload/huggingface",
+                serde_json::json!({"model_tag": "bench/model"}),
+            )
             .await;
         service_times.push(started.elapsed());
         service.delete_model(&client, &model_id).await;

@@ -63,8 +63,27 @@ impl Service {
         kib / 1024.0
     }
 
+    /// Posts a remote upload to `route` (e.g. `/v1/upload/github`), expects
+    /// 201 and waits for the task to be DONE; returns the model id.
+    pub async fn upload_and_wait(
+        &self,
+        client: &reqwest::Client,
+        route: &str,
+        body: serde_json::Value,
+    ) -> String {
+        let response = client
+            .post(format!("{}{route}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let task: serde_json::Value = response.json().await.unwrap();
+        self.wait_done(client, task["id"].as_str().unwrap()).await
+    }
+
     /// Polls a task until DONE and returns its model id; panics on FAILED or CANCELLED.
-    pub async fn wait_done(&self, client: &reqwest::Client, task_id: &str) -> String {
+    async fn wait_done(&self, client: &reqwest::Client, task_id: &str) -> String {
         loop {
             let url = format!("{}/v1/upload/tasks/{task_id}", self.base);
             let task: serde_json::Value =

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::Fetchers;
 use super::registry::RegistryMsg;
 use crate::sources::{ProgressSink, SourceError};
-use crate::store::files::ModelFiles;
+use crate::store::files::{ModelFiles, remove_dir_if_present};
 use crate::store::{ModelFile, ModelRecord, Source, UploadTask};
 
 /// How often progress is reported to the registry while an attempt runs.
@@ -233,7 +233,7 @@ async fn install(
     let files = fetchers.files.clone();
     tokio::task::spawn_blocking(move || {
         let placed = place(&files);
-        files.remove_task_staging_dir(&staging);
+        remove_dir_if_present(&staging);
         placed
     })
     .await

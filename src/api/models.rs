@@ -54,7 +54,7 @@ impl ModelsApi {
         source: Query<Option<Source>>,
         /// Page size, 1–1000.
         #[oai(
-            default = "default_limit",
+            default = "super::objects::default_page_size",
             validator(minimum(value = "1"), maximum(value = "1000"))
         )]
         limit: Query<u32>,
@@ -125,10 +125,6 @@ impl ModelsApi {
             .map_err(AppError::internal)?;
         Ok(ModelDeleted::Deleted)
     }
-}
-
-fn default_limit() -> u32 {
-    100
 }
 
 impl AppState {

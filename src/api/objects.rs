@@ -139,6 +139,11 @@ impl From<UploadTask> for Task {
     }
 }
 
+/// Items on a page of a list when `limit` is not given.
+pub fn default_page_size() -> u32 {
+    100
+}
+
 /// A page of tasks, newest first.
 #[derive(Debug, Clone, Object)]
 pub struct TaskList {

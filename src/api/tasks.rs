@@ -79,7 +79,7 @@ impl TasksApi {
         source: Query<Option<Source>>,
         /// Page size, 1–1000.
         #[oai(
-            default = "default_limit",
+            default = "super::objects::default_page_size",
             validator(minimum(value = "1"), maximum(value = "1000"))
         )]
         limit: Query<u32>,
@@ -159,10 +159,6 @@ impl TasksApi {
             .keep_alive(std::time::Duration::from_secs(15));
         Ok(TaskEvents::Ok(events))
     }
-}
-
-fn default_limit() -> u32 {
-    100
 }
 
 /// The task from the registry's published copy, or from the registry itself.

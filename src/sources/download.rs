@@ -386,20 +386,23 @@ fn hash_prefix(path: &Path, len: u64, hasher: &mut Sha256) -> std::io::Result<u6
     }
 }
 
-/// Size and sha256 of a file already on disk, hashed off the async runtime.
-pub async fn hash_file(path: PathBuf) -> Result<Downloaded, SourceError> {
-    let what = path.display().to_string();
-    tokio::task::spawn_blocking(move || {
-        let mut hasher = Sha256::new();
-        let size = hash_prefix(&path, u64::MAX, &mut hasher)?;
-        Ok(Downloaded {
-            size,
-            sha256: hex::encode(hasher.finalize()),
-        })
+/// Size and sha256 of a whole file on disk (blocking).
+pub fn sha256_file(path: &Path) -> std::io::Result<Downloaded> {
+    let mut hasher = Sha256::new();
+    let size = hash_prefix(path, u64::MAX, &mut hasher)?;
+    Ok(Downloaded {
+        size,
+        sha256: hex::encode(hasher.finalize()),
     })
-    .await
-    .map_err(|e| SourceError::Transient(format!("hashing {what}: {e}")))?
-    .map_err(|e: std::io::Error| local_io(&what, &e))
+}
+
+/// Size and sha256 of a file already on disk, hashed off the async runtime.
+async fn hash_file(path: PathBuf) -> Result<Downloaded, SourceError> {
+    let what = path.display().to_string();
+    tokio::task::spawn_blocking(move || sha256_file(&path))
+        .await
+        .map_err(|e| SourceError::Transient(format!("hashing {what}: {e}")))?
+        .map_err(|e: std::io::Error| local_io(&what, &e))
 }
 
 /// A local disk error: the data dir may be full or unwritable; retrying may help.

@@ -63,11 +63,7 @@ impl ModelFiles {
 
     /// Removes a task's staging folder, if any.
     pub fn remove_task_staging(&self, task_id: Uuid) {
-        self.remove_task_staging_dir(&self.task_staging(task_id));
-    }
-
-    pub fn remove_task_staging_dir(&self, staging: &Path) {
-        remove_dir_if_present(staging);
+        remove_dir_if_present(&self.task_staging(task_id));
     }
 
     /// Removes every staging folder whose task is not in `keep`: leftovers of

@@ -241,29 +241,13 @@ impl TestApp {
         within: Duration,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let task = self.task(id).await;
-            if done(&task) {
-                return task;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "task {id} did not get there in {within:?}: {task}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll_task(id, within, || self.task(id), done, String::new).await
     }
 
     /// Polls until the task is DONE, FAILED or CANCELLED.
     pub async fn wait_task(&self, id: &str) -> Value {
-        self.wait_for(id, Duration::from_secs(30), |t| {
-            matches!(
-                t["task_status"].as_str(),
-                Some("DONE" | "FAILED" | "CANCELLED")
-            )
-        })
-        .await
+        self.wait_for(id, Duration::from_secs(30), is_finished)
+            .await
     }
 
     /// Stops the service as SIGTERM would.
@@ -291,6 +275,38 @@ impl TestApp {
 
     pub fn hf_cache(&self) -> PathBuf {
         self.data_dir.join("models").join("huggingface")
+    }
+}
+
+/// Whether a task is DONE, FAILED or CANCELLED.
+pub fn is_finished(task: &Value) -> bool {
+    matches!(
+        task["task_status"].as_str(),
+        Some("DONE" | "FAILED" | "CANCELLED")
+    )
+}
+
+/// Polls `fetch` for task `id` until `done` holds, failing after `within`
+/// with the last task seen and whatever `context` adds (a process' log).
+pub async fn poll_task<Fut: std::future::Future<Output = Value>>(
+    id: &str,
+    within: Duration,
+    mut fetch: impl FnMut() -> Fut,
+    done: impl Fn(&Value) -> bool,
+    context: impl Fn() -> String,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let task = fetch().await;
+        if done(&task) {
+            return task;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} did not get there in {within:?}: {task}\n{}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::sources::SourceError;
+use crate::sources::{SourceError, download};
 use crate::store::ModelFile;
 use crate::validate;
 
@@ -112,7 +112,9 @@ pub(super) async fn stage_folder(
             let name = file_name(&path);
             let target = dest.join(&name);
             std::fs::rename(&path, &target).map_err(|e| SourceError::Transient(e.to_string()))?;
-            let (size, sha256) = sha256_of(&target)?;
+            let hashed = download::sha256_file(&target)
+                .map_err(|e| SourceError::Transient(e.to_string()))?;
+            let (size, sha256) = (hashed.size, hashed.sha256);
             files.push(ModelFile {
                 path: name,
                 size,
@@ -127,13 +129,4 @@ pub(super) async fn stage_folder(
 
 fn check_safetensors(path: &Path, name: &str) -> Result<(), validate::InvalidWeights> {
     validate::check_safetensors(path, name).map(|_| ())
-}
-
-fn sha256_of(path: &Path) -> Result<(u64, String), SourceError> {
-    use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
-    let mut file = std::fs::File::open(path).map_err(|e| SourceError::Transient(e.to_string()))?;
-    let size =
-        std::io::copy(&mut file, &mut hasher).map_err(|e| SourceError::Transient(e.to_string()))?;
-    Ok((size, hex::encode(hasher.finalize())))
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::helpers::{is_finished, poll_task};
 use crate::support::fake_hub::FakeHub;
 
 /// How long a debug build gets to open its database and answer `/health`.
@@ -201,37 +202,21 @@ impl ServiceProcess {
         response.json().await.unwrap()
     }
 
-    /// Polls the task until `done(task)` holds, failing after `within`.
+    /// Polls the task until `done(task)` holds, failing after `within`
+    /// with the service's log.
     pub async fn wait_for(
         &self,
         id: &str,
         within: Duration,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let task = self.task(id).await;
-            if done(&task) {
-                return task;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "task {id} did not get there in {within:?}: {task}\n{}",
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll_task(id, within, || self.task(id), done, || self.stderr()).await
     }
 
     /// Polls until the task is DONE, FAILED or CANCELLED.
     pub async fn wait_task(&self, id: &str) -> Value {
-        self.wait_for(id, Duration::from_secs(30), |t| {
-            matches!(
-                t["task_status"].as_str(),
-                Some("DONE" | "FAILED" | "CANCELLED")
-            )
-        })
-        .await
+        self.wait_for(id, Duration::from_secs(30), is_finished)
+            .await
     }
 }
 
