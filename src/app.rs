@@ -39,11 +39,11 @@ impl App {
         std::fs::create_dir_all(&config.data_dir)?;
         let store = Store::open(&config.db).await?;
         let files = ModelFiles::new(&config.data_dir);
-        let hub = HfHub::new(&config.hf_endpoint, config.hf_token.as_deref());
+        let hub = HfHub::new(&config.hf_endpoint, config.hf_token.clone());
         let github = GitHub::new(
             &config.github_api_url,
             &config.github_server_url,
-            config.github_token.as_deref(),
+            config.github_token.clone(),
         );
         let fetchers = Arc::new(Fetchers {
             store: store.clone(),

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::Deserialize;
 
+use crate::secret::Secret;
+
 /// Settings as given on the command line or in the environment; all optional
 /// so that the TOML file and the defaults can fill the gaps.
 #[derive(Debug, Clone, Default, Args, Deserialize)]
@@ -34,13 +36,13 @@ pub struct ConfigArgs {
     pub retry_base_ms: Option<u64>,
     /// Bearer key required on /v1 routes; unset means no authentication.
     #[arg(long, env = "VECTORIZE_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     /// Hugging Face Hub endpoint.
     #[arg(long, env = "HF_ENDPOINT")]
     pub hf_endpoint: Option<String>,
     /// Hugging Face token, sent to the hub only.
     #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
-    pub hf_token: Option<String>,
+    pub hf_token: Option<Secret>,
     /// GitHub REST API endpoint.
     #[arg(long, env = "GITHUB_API_URL")]
     pub github_api_url: Option<String>,
@@ -49,7 +51,7 @@ pub struct ConfigArgs {
     pub github_server_url: Option<String>,
     /// GitHub token for the API, clones and LFS.
     #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
-    pub github_token: Option<String>,
+    pub github_token: Option<Secret>,
     /// Log format: text or json.
     #[arg(long, env = "VECTORIZE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -73,12 +75,12 @@ pub struct Config {
     pub max_upload_bytes: u64,
     pub max_concurrent_tasks: usize,
     pub retry_base_ms: u64,
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     pub hf_endpoint: String,
-    pub hf_token: Option<String>,
+    pub hf_token: Option<Secret>,
     pub github_api_url: String,
     pub github_server_url: String,
-    pub github_token: Option<String>,
+    pub github_token: Option<Secret>,
     pub log_format: LogFormat,
 }
 
@@ -120,7 +122,7 @@ impl ConfigArgs {
             max_concurrent_tasks > 0,
             "max_concurrent_tasks must be at least 1"
         );
-        let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
+        let non_empty = |v: Option<Secret>| v.and_then(Secret::non_empty);
         let trim = |s: String| s.trim_end_matches('/').to_string();
         Ok(Config {
             addr: self

@@ -18,6 +18,7 @@
 //! - [`store`]: SurrealDB records (`tasks`, `models`) and the on-disk layout
 //!   of the model store (`files`).
 //! - [`metrics`]: Prometheus counters.
+//! - [`secret`]: the one type every credential is held in; prints `***`.
 //!
 //! The command-line client (`vectorize upload …`, `tasks`, `models`) lives
 //! in the binary, under `src/cli/`.
@@ -28,6 +29,7 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod secret;
 pub mod sources;
 pub mod store;
 pub mod validate;

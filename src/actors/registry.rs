@@ -156,7 +156,8 @@ impl Actor for TaskRegistry {
         // so it waits as PENDING until the supervisor starts one.
         let unfinished = state.store.unfinished_tasks().await?;
         let ids: Vec<Uuid> = unfinished.iter().map(|t| t.task_id).collect();
-        args.fetchers.files.sweep_staging(&ids);
+        let files = args.fetchers.files.clone();
+        tokio::task::spawn_blocking(move || files.sweep_staging(&ids)).await?;
         for mut task in unfinished {
             if task.attempts >= MAX_ATTEMPTS {
                 // Stopped during its last attempt: another would be a fifth.

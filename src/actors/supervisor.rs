@@ -23,6 +23,10 @@ use crate::store::UploadTask;
 /// The first attempt and three retries.
 pub const MAX_ATTEMPTS: u32 = 4;
 
+/// Longest a cancel waits for its worker to stop before it is answered
+/// anyway (the contract is 5 s; blocking work stops at its next checkpoint).
+const CANCEL_ANSWER: Duration = Duration::from_secs(4);
+
 pub enum SupervisorMsg {
     /// A new or recovered task; it waits its turn.
     Enqueue(Box<UploadTask>),
@@ -34,6 +38,9 @@ pub enum SupervisorMsg {
     },
     /// The backoff of a task is over.
     RetryDue(Uuid),
+    /// A cancelled task's worker has not stopped within `CANCEL_ANSWER`:
+    /// answer the cancel now; its files go when the worker does.
+    CancelOverdue(Uuid),
     /// Shutdown: start nothing more, let running workers stop at a point
     /// they can resume from (partial files kept), answer when none runs.
     Drain(RpcReplyPort<()>),
@@ -54,9 +61,10 @@ pub struct SupervisorArgs {
 struct Running {
     task: UploadTask,
     cancel: CancellationToken,
-    /// Set when the user cancelled: answer this (with the task as the
-    /// registry recorded it) once the worker is gone.
-    cancelled: Option<(CancelReply, Box<UploadTask>)>,
+    /// Set when the user cancelled: remove the task's files once the worker
+    /// is gone, and answer the cancel (with the task as the registry
+    /// recorded it) then or at `CancelOverdue`, whichever comes first.
+    cancelled: Option<(Option<CancelReply>, Box<UploadTask>)>,
 }
 
 pub struct SupervisorState {
@@ -131,7 +139,9 @@ impl SupervisorState {
         let task = running.task;
         if let Some((reply, cancelled)) = running.cancelled {
             self.remove_staging_then(task.task_id, move || {
-                let _ = reply.send(Ok(*cancelled));
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(*cancelled));
+                }
             });
             return;
         }
@@ -219,13 +229,26 @@ impl Actor for UploadSupervisor {
                 let running = state.running.values_mut().find(|r| r.task.task_id == id);
                 if let Some(running) = running {
                     running.cancel.cancel();
-                    running.cancelled = Some((reply, task));
+                    running.cancelled = Some((Some(reply), task));
+                    myself.send_after(CANCEL_ANSWER, move || SupervisorMsg::CancelOverdue(id));
                 } else {
                     state.queue.retain(|t| t.task_id != id);
                     state.backing_off.remove(&id);
                     state.remove_staging_then(id, move || {
                         let _ = reply.send(Ok(*task));
                     });
+                }
+            }
+            SupervisorMsg::CancelOverdue(id) => {
+                let overdue = state
+                    .running
+                    .values_mut()
+                    .filter(|r| r.task.task_id == id)
+                    .filter_map(|r| r.cancelled.as_mut())
+                    .find_map(|(reply, task)| reply.take().map(|reply| (reply, task.clone())));
+                if let Some((reply, task)) = overdue {
+                    tracing::warn!(task_id = %id, "the cancelled worker is still stopping; answering the cancel now");
+                    let _ = reply.send(Ok(*task));
                 }
             }
             SupervisorMsg::Drain(reply) => {

@@ -1,7 +1,9 @@
-//! The optional API key. With `VECTORIZE_API_KEY` set, every `/v1` route
-//! asks for `Authorization: Bearer <key>`; the check is one middleware so
-//! no route can forget it. `ApiKeyAuth` only declares the security scheme
-//! in the OpenAPI document (optional, since the key may be unset).
+//! The optional API key. With `VECTORIZE_API_KEY` set, every request that
+//! reaches the API's routes asks for `Authorization: Bearer <key>`: the
+//! check wraps the API endpoint itself (`api::routes`), so it applies to the
+//! route a request reaches, whatever the spelling of its path (`//v1/…`,
+//! percent-encoding, dot segments). `ApiKeyAuth` only declares the security
+//! scheme in the OpenAPI document (optional, since the key may be unset).
 
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use poem_openapi::SecurityScheme;
@@ -9,6 +11,7 @@ use poem_openapi::auth::Bearer;
 
 use super::errors::error_response;
 use crate::error::ErrorCode;
+use crate::secret::Secret;
 
 /// `Authorization: Bearer <VECTORIZE_API_KEY>`.
 #[derive(SecurityScheme)]
@@ -23,8 +26,8 @@ pub enum ApiKeyAuth {
     NoKey,
 }
 
-/// Refuses `/v1` requests without the configured bearer key.
-pub struct RequireApiKey(pub Option<String>);
+/// Refuses every request without the configured bearer key.
+pub struct RequireApiKey(pub Option<Secret>);
 
 impl<E: Endpoint> Middleware<E> for RequireApiKey {
     type Output = RequireApiKeyEndpoint<E>;
@@ -32,28 +35,29 @@ impl<E: Endpoint> Middleware<E> for RequireApiKey {
     fn transform(&self, inner: E) -> Self::Output {
         RequireApiKeyEndpoint {
             inner,
-            key: self.0.clone().map(|k| format!("Bearer {k}")),
+            key: self.0.clone(),
         }
     }
 }
 
 pub struct RequireApiKeyEndpoint<E> {
     inner: E,
-    key: Option<String>,
+    key: Option<Secret>,
 }
 
 impl<E: Endpoint> Endpoint for RequireApiKeyEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
-        if let Some(expected) = &self.key {
+        if let Some(key) = &self.key {
             let given = req
                 .headers()
                 .get(poem::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            let open = !req.uri().path().starts_with("/v1");
-            if !open && !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes()))
-            {
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token);
+            if !given.is_some_and(|g| key.matches(g.as_bytes())) {
                 return Ok(error_response(
                     ErrorCode::Unauthorized,
                     "this server requires an API key: send 'Authorization: Bearer <key>'",
@@ -62,9 +66,4 @@ impl<E: Endpoint> Endpoint for RequireApiKeyEndpoint<E> {
         }
         self.inner.call(req).await.map(IntoResponse::into_response)
     }
-}
-
-/// Compares without an early exit, so timing does not reveal the key.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -113,6 +113,9 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     let api = openapi(state.clone());
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
+    // The key guards the API endpoint itself: whatever path spelling the
+    // router resolves to an API route (or to none) passes through the check.
+    let api = api.with(auth::RequireApiKey(state.config.api_key.clone()));
     Route::new()
         .nest("/", api)
         .at("/openapi.json", spec)
@@ -120,7 +123,6 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .at("/health", get(health))
         .at("/metrics", get(metrics))
         .data(state.clone())
-        .with(auth::RequireApiKey(state.config.api_key.clone()))
         .around(observe)
         .catch_all_error(errors::render_error)
 }

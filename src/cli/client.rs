@@ -12,6 +12,7 @@ use futures_util::TryStreamExt;
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde_json::Value;
 use uuid::Uuid;
+use vectorize::secret::Secret;
 
 use super::error::CliError;
 use super::objects::Task;
@@ -27,13 +28,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct ApiClient {
     http: reqwest::Client,
     base: Url,
-    api_key: Option<String>,
+    api_key: Option<Secret>,
 }
 
 impl ApiClient {
     /// A client of the service at `url` (`http://` or `https://`, perhaps
     /// with a path prefix behind a reverse proxy).
-    pub fn new(url: &str, api_key: Option<String>) -> Result<ApiClient, CliError> {
+    pub fn new(url: &str, api_key: Option<Secret>) -> Result<ApiClient, CliError> {
         let base = Url::parse(url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
@@ -48,7 +49,7 @@ impl ApiClient {
             .user_agent(concat!("vectorize-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| CliError::Usage(format!("cannot set up the HTTP client: {e}")))?;
-        let api_key = api_key.filter(|k| !k.is_empty());
+        let api_key = api_key.and_then(Secret::non_empty);
         Ok(ApiClient {
             http,
             base,
@@ -74,7 +75,7 @@ impl ApiClient {
         }
         let request = self.http.request(method, url);
         match &self.api_key {
-            Some(key) => request.bearer_auth(key),
+            Some(key) => request.bearer_auth(key.expose()),
             None => request,
         }
     }

@@ -37,7 +37,7 @@ pub struct Connection {
     pub url: String,
     /// The bearer key, when the service requires one.
     #[arg(long, env = "VECTORIZE_API_KEY", hide_env_values = true, global = true)]
-    pub api_key: Option<String>,
+    pub api_key: Option<vectorize::secret::Secret>,
     /// Print the service's JSON on stdout, for scripts.
     #[arg(long, global = true)]
     pub json: bool,

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{ProgressSink, SourceError};
+use crate::secret::Secret;
 
 const MAX_REDIRECTS: usize = 10;
 /// Buffer for reading back a partial file's prefix to hash it.
@@ -34,17 +35,14 @@ const BATCH_BYTES: usize = 1 << 20;
 /// A bearer token and the only origin (`scheme://host:port`) it may go to.
 #[derive(Debug, Clone)]
 pub struct ScopedToken {
-    pub token: String,
+    pub token: Secret,
     pub origin: String,
 }
 
 impl ScopedToken {
-    pub fn new(token: &str, endpoint: &str) -> Option<Self> {
+    pub fn new(token: Secret, endpoint: &str) -> Option<Self> {
         let origin = Url::parse(endpoint).ok()?.origin().ascii_serialization();
-        Some(Self {
-            token: token.to_string(),
-            origin,
-        })
+        Some(Self { token, origin })
     }
 
     fn applies_to(&self, url: &Url) -> bool {
@@ -98,7 +96,7 @@ pub async fn fetch(
     }
     if offset > 0 && Some(offset) == file.expected_size {
         progress.add_bytes(offset);
-        return finish(file, hash_file(file.dest.clone()).await?).await;
+        return finish(file, hash_file(file.dest.clone(), cancel).await?).await;
     }
     let response = send_following_redirects(client, file, offset, cancel).await?;
     let append = match response.status() {
@@ -176,7 +174,7 @@ async fn send_following_redirects(
             request = request.headers(file.headers.clone());
         }
         if let Some(token) = file.token.as_ref().filter(|t| t.applies_to(&url)) {
-            request = request.bearer_auth(&token.token);
+            request = request.bearer_auth(token.token.expose());
         }
         if offset > 0 {
             request = request.header(header::RANGE, format!("bytes={offset}-"));
@@ -237,8 +235,8 @@ async fn stream_to_file(
 ) -> Result<Downloaded, SourceError> {
     let (batches, receiver) = mpsc::channel::<Vec<Bytes>>(CHANNEL_BATCHES);
     let writer = tokio::task::spawn_blocking({
-        let (dest, expected) = (file.dest.clone(), file.expected_size);
-        move || write_and_hash(&dest, start, expected, receiver)
+        let (dest, expected, cancel) = (file.dest.clone(), file.expected_size, cancel.clone());
+        move || write_and_hash(&dest, start, expected, receiver, &cancel)
     });
     let mut body = response.bytes_stream();
     let mut batch = Batch::default();
@@ -281,8 +279,11 @@ async fn stream_to_file(
     drop(batches);
     let written = writer
         .await
-        .map_err(|e| SourceError::Transient(format!("{}: writer stopped: {e}", file.what)))?
-        .map_err(|e| local_io(&file.what, &e))?;
+        .map_err(|e| SourceError::Transient(format!("{}: writer stopped: {e}", file.what)))?;
+    if cancel.is_cancelled() {
+        return Err(SourceError::Cancelled);
+    }
+    let written = written.map_err(|e| local_io(&file.what, &e))?;
     outcome.map(|()| written)
 }
 
@@ -319,11 +320,12 @@ fn write_and_hash(
     start: u64,
     expected: Option<u64>,
     mut batches: mpsc::Receiver<Vec<Bytes>>,
+    cancel: &CancellationToken,
 ) -> std::io::Result<Downloaded> {
     let mut hasher = Sha256::new();
     let mut size = 0;
     if start > 0 {
-        size = hash_prefix(dest, start, &mut hasher)?;
+        size = hash_prefix(dest, start, &mut hasher, cancel)?;
     }
     let mut out = std::fs::OpenOptions::new()
         .create(true)
@@ -372,11 +374,24 @@ fn write_all_vectored(out: &mut std::fs::File, chunks: &[Bytes]) -> std::io::Res
     Ok(())
 }
 
-fn hash_prefix(path: &Path, len: u64, hasher: &mut Sha256) -> std::io::Result<u64> {
+/// Hashes the first `len` bytes of a file; a cancelled task stops it at the
+/// next buffer (a resumed prefix may be gigabytes long).
+fn hash_prefix(
+    path: &Path,
+    len: u64,
+    hasher: &mut Sha256,
+    cancel: &CancellationToken,
+) -> std::io::Result<u64> {
     let mut input = std::fs::File::open(path)?.take(len);
     let mut buf = vec![0u8; READ_BUFFER];
     let mut total = 0;
     loop {
+        if cancel.is_cancelled() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "the task was cancelled",
+            ));
+        }
         let n = input.read(&mut buf)?;
         if n == 0 {
             return Ok(total);
@@ -386,10 +401,11 @@ fn hash_prefix(path: &Path, len: u64, hasher: &mut Sha256) -> std::io::Result<u6
     }
 }
 
-/// Size and sha256 of a whole file on disk (blocking).
-pub fn sha256_file(path: &Path) -> std::io::Result<Downloaded> {
+/// Size and sha256 of a whole file on disk (blocking); stops early, with
+/// an `Interrupted` error, once `cancel` fires.
+pub fn sha256_file(path: &Path, cancel: &CancellationToken) -> std::io::Result<Downloaded> {
     let mut hasher = Sha256::new();
-    let size = hash_prefix(path, u64::MAX, &mut hasher)?;
+    let size = hash_prefix(path, u64::MAX, &mut hasher, cancel)?;
     Ok(Downloaded {
         size,
         sha256: hex::encode(hasher.finalize()),
@@ -397,12 +413,16 @@ pub fn sha256_file(path: &Path) -> std::io::Result<Downloaded> {
 }
 
 /// Size and sha256 of a file already on disk, hashed off the async runtime.
-async fn hash_file(path: PathBuf) -> Result<Downloaded, SourceError> {
+async fn hash_file(path: PathBuf, cancel: &CancellationToken) -> Result<Downloaded, SourceError> {
     let what = path.display().to_string();
-    tokio::task::spawn_blocking(move || sha256_file(&path))
+    let stop = cancel.clone();
+    let hashed = tokio::task::spawn_blocking(move || sha256_file(&path, &stop))
         .await
-        .map_err(|e| SourceError::Transient(format!("hashing {what}: {e}")))?
-        .map_err(|e: std::io::Error| local_io(&what, &e))
+        .map_err(|e| SourceError::Transient(format!("hashing {what}: {e}")))?;
+    if cancel.is_cancelled() {
+        return Err(SourceError::Cancelled);
+    }
+    hashed.map_err(|e: std::io::Error| local_io(&what, &e))
 }
 
 /// A local disk error: the data dir may be full or unwritable; retrying may help.

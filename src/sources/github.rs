@@ -20,6 +20,7 @@ pub use self::lfs::LfsPointer;
 use self::lfs::lfs_pointers;
 use self::model_folder::{find_model_folder, stage_folder};
 use super::{ProgressSink, SourceError, http_client};
+use crate::secret::Secret;
 use crate::store::{ModelFile, UploadRequest};
 
 /// A GitHub repository, checked against GitHub's naming rules.
@@ -105,7 +106,7 @@ pub struct FetchedRepo {
 pub struct GitHub {
     api_url: String,
     server_url: String,
-    token: Option<String>,
+    token: Option<Secret>,
     client: reqwest::Client,
 }
 
@@ -115,11 +116,11 @@ struct CommitInfo {
 }
 
 impl GitHub {
-    pub fn new(api_url: &str, server_url: &str, token: Option<&str>) -> Self {
+    pub fn new(api_url: &str, server_url: &str, token: Option<Secret>) -> Self {
         Self {
             api_url: api_url.trim_end_matches('/').into(),
             server_url: server_url.trim_end_matches('/').into(),
-            token: token.map(str::to_string),
+            token,
             client: http_client(),
         }
     }
@@ -131,7 +132,7 @@ impl GitHub {
             .header("Accept", "application/vnd.github+json")
             .header("X-GitHub-Api-Version", "2022-11-28");
         if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
+            request = request.bearer_auth(token.expose());
         }
         let response = request
             .send()
@@ -220,7 +221,7 @@ impl GitHub {
             .await?;
         }
         let folder = staging.join("model");
-        let files = stage_folder(&weights_dir, &folder).await?;
+        let files = stage_folder(&weights_dir, &folder, cancel).await?;
         Ok(FetchedRepo {
             commit,
             folder,

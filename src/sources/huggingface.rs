@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::download::{self, FileDownload, ScopedToken, error_detail};
 use super::{ProgressSink, SourceError, http_client};
+use crate::secret::Secret;
 use crate::store::UploadRequest;
 use crate::store::files::StagedFile;
 use crate::validate;
@@ -106,7 +107,7 @@ pub struct HfHub {
 }
 
 impl HfHub {
-    pub fn new(endpoint: &str, token: Option<&str>) -> Self {
+    pub fn new(endpoint: &str, token: Option<Secret>) -> Self {
         Self {
             endpoint: endpoint.trim_end_matches('/').to_string(),
             token: token.and_then(|t| ScopedToken::new(t, endpoint)),
@@ -137,7 +138,7 @@ impl HfHub {
 
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.token {
-            Some(token) => request.bearer_auth(&token.token),
+            Some(token) => request.bearer_auth(token.token.expose()),
             None => request,
         }
     }
@@ -283,7 +284,10 @@ impl HfHub {
             progress.file_done();
             files.push(fetched);
         }
-        check_weights(&files)?;
+        let staged = files.clone();
+        tokio::task::spawn_blocking(move || check_weights(&staged))
+            .await
+            .map_err(|e| SourceError::Transient(format!("checking the files stopped: {e}")))??;
         Ok(FetchedSnapshot {
             commit: info.sha,
             files,
@@ -324,8 +328,9 @@ fn select_files<'a>(
 }
 
 /// A snapshot is valid when it holds at least one safetensors file, every
-/// safetensors file is consistent with its length, and a sharded checkpoint's
-/// index names only shards that are present.
+/// safetensors file is consistent with its length, a sharded checkpoint's
+/// index names only shards that are present, and no file holds an unsafe
+/// pickle (checkpoints are scanned as such, every other file by content).
 fn check_weights(files: &[StagedFile]) -> Result<(), SourceError> {
     let by_path: BTreeMap<&str, &StagedFile> =
         files.iter().map(|f| (f.repo_path.as_str(), f)).collect();
@@ -348,9 +353,13 @@ fn check_weights(files: &[StagedFile]) -> Result<(), SourceError> {
         validate::check_safetensors(&file.staged_at, &file.repo_path)
             .map_err(|e| SourceError::Permanent(e.0))?;
     }
-    for file in &checkpoints {
-        validate::pickle::check_checkpoint(&file.staged_at, &file.repo_path)
-            .map_err(|e| SourceError::Permanent(e.0))?;
+    for file in files {
+        if checkpoints.iter().any(|c| c.repo_path == file.repo_path) {
+            validate::pickle::check_checkpoint(&file.staged_at, &file.repo_path)
+        } else {
+            validate::pickle::check_stored_file(&file.staged_at, &file.repo_path)
+        }
+        .map_err(|e| SourceError::Permanent(e.0))?;
     }
     for index in files
         .iter()

@@ -355,6 +355,30 @@ async fn a_flaky_git_server_is_retried_and_a_refused_token_is_not() {
 }
 
 #[tokio::test]
+async fn a_git_server_that_redirects_elsewhere_gets_no_token() {
+    let f = fixture().await;
+    let elsewhere = GitServer::start().await;
+    elsewhere.require_git_token("ghp_secret");
+    f.server.redirect_git_to(&elsewhere.server_url());
+    let app = app_for(&f.server, Some("ghp_secret")).await;
+    let failed = upload(&app, json!({"owner": "acme", "repo_name": "bert"})).await;
+    assert_eq!(failed["task_status"], "FAILED", "{failed}");
+    let log = elsewhere.log();
+    assert!(
+        log.iter().any(|l| l.contains("info/refs")),
+        "libgit2 followed the redirect: {log:?}"
+    );
+    assert!(
+        log.iter().all(|l| !l.ends_with("+auth")),
+        "the token went to the other host: {log:?}"
+    );
+    assert!(
+        !failed["error_msg"].as_str().unwrap().contains("ghp_secret"),
+        "{failed}"
+    );
+}
+
+#[tokio::test]
 async fn the_token_opens_private_repositories_for_the_api_git_and_lfs() {
     let f = fixture().await;
     f.server.require_token("ghp_good");

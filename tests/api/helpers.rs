@@ -77,14 +77,14 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         retry_base_ms: Some(20),
         max_concurrent_tasks: options.max_concurrent_tasks,
         max_upload_bytes: options.max_upload_bytes,
-        api_key: options.api_key,
+        api_key: options.api_key.map(Into::into),
         hf_endpoint: Some(options.hf_endpoint.unwrap_or_else(|| hub.url())),
-        hf_token: options.hf_token,
+        hf_token: options.hf_token.map(Into::into),
         github_api_url: options
             .github_api_url
             .or(options.github.as_ref().map(GitServer::api_url)),
         github_server_url: options.github.as_ref().map(GitServer::server_url),
-        github_token: options.github_token,
+        github_token: options.github_token.map(Into::into),
         ..Default::default()
     }
     .resolve()

@@ -20,5 +20,6 @@ mod local;
 mod models;
 mod operations;
 mod restart;
+mod security;
 mod store;
 mod tasks;

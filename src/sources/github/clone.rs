@@ -1,13 +1,15 @@
 //! A libgit2 clone of one commit, on a blocking thread: shallow for a
 //! branch or tag, reporting transfer progress, stopping when the task is
 //! cancelled, and offering a token once (libgit2 asks again after every
-//! rejection).
+//! rejection) and only to the git server's own origin (a redirect to
+//! another host gets no token).
 
 use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
 
 use super::names_commit;
+use crate::secret::Secret;
 use crate::sources::{ProgressSink, SourceError};
 
 /// A clone of one commit into a fresh folder; runs on a blocking thread.
@@ -16,7 +18,7 @@ pub(super) struct CloneJob {
     pub(super) revision: String,
     pub(super) commit: String,
     pub(super) dir: PathBuf,
-    pub(super) token: Option<String>,
+    pub(super) token: Option<Secret>,
     pub(super) progress: ProgressSink,
     pub(super) cancel: CancellationToken,
 }
@@ -59,6 +61,10 @@ impl CloneJob {
         })?;
         let mut checkout = git2::build::CheckoutBuilder::new();
         checkout.force();
+        // libgit2 asks before each file it writes; a cancelled task stops there.
+        let cancel = self.cancel.clone();
+        checkout.notify_on(git2::CheckoutNotificationType::all());
+        checkout.notify(move |_, _, _, _, _| !cancel.is_cancelled());
         repo.checkout_tree(commit.as_object(), Some(&mut checkout))
             .map_err(|e| self.git_error(e))?;
         Ok(())
@@ -76,16 +82,25 @@ impl CloneJob {
             !cancel.is_cancelled()
         });
         let token = self.token.clone();
+        let origin = origin_of(&self.url);
         let mut asked = false;
-        callbacks.credentials(move |_url, _user, _allowed| match (&token, asked) {
-            (Some(token), false) => {
-                asked = true;
-                git2::Cred::userpass_plaintext("x-access-token", token)
+        callbacks.credentials(move |url, _user, _allowed| {
+            if origin.is_none() || origin_of(url) != origin {
+                return Err(git2::Error::from_str(&format!(
+                    "{} asks for credentials; the token goes only to the git server itself",
+                    origin_of(url).unwrap_or_else(|| "another host".into())
+                )));
             }
-            // libgit2 asks again after every rejection: give up at once.
-            _ => Err(git2::Error::from_str(
-                "the git server refused the credentials (set a valid GITHUB_TOKEN)",
-            )),
+            match (&token, asked) {
+                (Some(token), false) => {
+                    asked = true;
+                    git2::Cred::userpass_plaintext("x-access-token", token.expose())
+                }
+                // libgit2 asks again after every rejection: give up at once.
+                _ => Err(git2::Error::from_str(
+                    "the git server refused the credentials (set a valid GITHUB_TOKEN)",
+                )),
+            }
         });
         callbacks
     }
@@ -107,4 +122,12 @@ impl CloneJob {
             SourceError::Transient(text)
         }
     }
+}
+
+/// `scheme://host:port` of a URL, the unit a token is scoped to.
+fn origin_of(url: &str) -> Option<String> {
+    reqwest::Url::parse(url)
+        .ok()
+        .map(|u| u.origin().ascii_serialization())
+        .filter(|o| o != "null")
 }

@@ -49,7 +49,7 @@ impl GitHub {
             .header("Content-Type", "application/vnd.git-lfs+json")
             .body(body.to_string());
         if let Some(token) = &self.token {
-            request = request.basic_auth("x-access-token", Some(token));
+            request = request.basic_auth("x-access-token", Some(token.expose()));
         }
         let what = format!("the Git LFS objects of {}", repo.full_name());
         let response = request

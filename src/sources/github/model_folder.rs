@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::sources::{SourceError, download};
 use crate::store::ModelFile;
 use crate::validate;
@@ -84,13 +86,23 @@ pub(super) fn find_model_folder(root: &Path) -> Result<PathBuf, SourceError> {
     Ok(weights.parent().unwrap_or(root).to_path_buf())
 }
 
-/// Validates the weights in `source` and moves its regular files into `dest`.
+/// Validates the weights and every other file of `source` (no file may
+/// hold an unsafe pickle), then moves its regular files into `dest`. Runs on
+/// a blocking thread and stops between files once `cancel` fires.
 pub(super) async fn stage_folder(
     source: &Path,
     dest: &Path,
+    cancel: &CancellationToken,
 ) -> Result<Vec<ModelFile>, SourceError> {
-    let (source, dest) = (source.to_path_buf(), dest.to_path_buf());
+    let (source, dest, stop) = (source.to_path_buf(), dest.to_path_buf(), cancel.clone());
     tokio::task::spawn_blocking(move || {
+        let cancelled = || {
+            if stop.is_cancelled() {
+                Err(SourceError::Cancelled)
+            } else {
+                Ok(())
+            }
+        };
         for (name, check) in [
             (
                 "model.safetensors",
@@ -103,22 +115,33 @@ pub(super) async fn stage_folder(
                 check(&path, name).map_err(|e| SourceError::Permanent(e.0))?;
             }
         }
+        // Every other file is read by content: a pickle under any name is held to the rule.
+        let paths = regular_files(&source)?;
+        for path in &paths {
+            cancelled()?;
+            let name = file_name(path);
+            if name != "pytorch_model.bin" {
+                validate::pickle::check_stored_file(path, &name)
+                    .map_err(|e| SourceError::Permanent(e.0))?;
+            }
+        }
         if dest.exists() {
             std::fs::remove_dir_all(&dest).map_err(|e| SourceError::Transient(e.to_string()))?;
         }
         std::fs::create_dir_all(&dest).map_err(|e| SourceError::Transient(e.to_string()))?;
         let mut files = Vec::new();
-        for path in regular_files(&source)? {
+        for path in paths {
+            cancelled()?;
             let name = file_name(&path);
             let target = dest.join(&name);
             std::fs::rename(&path, &target).map_err(|e| SourceError::Transient(e.to_string()))?;
-            let hashed = download::sha256_file(&target)
-                .map_err(|e| SourceError::Transient(e.to_string()))?;
-            let (size, sha256) = (hashed.size, hashed.sha256);
+            let hashed = download::sha256_file(&target, &stop);
+            cancelled()?;
+            let hashed = hashed.map_err(|e| SourceError::Transient(e.to_string()))?;
             files.push(ModelFile {
                 path: name,
-                size,
-                sha256,
+                size: hashed.size,
+                sha256: hashed.sha256,
             });
         }
         Ok(files)

@@ -15,7 +15,8 @@ use super::{
     GuardedArchive, LocalZipError, MAX_COMPRESSION_RATIO, PlannedFile, PlannedModel,
     RATIO_CHECK_FLOOR, Rejection, extension,
 };
-use crate::validate::{check_safetensors, pickle::check_checkpoint};
+use crate::validate::check_safetensors;
+use crate::validate::pickle::{check_checkpoint, check_stored_file};
 
 /// Bytes moved per read while extracting.
 const COPY_BUFFER_BYTES: usize = 256 * 1024;
@@ -202,9 +203,10 @@ fn check_expansion(
 }
 
 /// Whether a staged model is valid, or why not. Valid: at least one
-/// weights file passes its check. A `.bin`/`.pt`/`.pth` pickle that fails
-/// the scan rejects the model whatever else it holds: a pickle that cannot
-/// be shown safe may run code when it is loaded.
+/// weights file passes its check. A `.bin`/`.pt`/`.pth` checkpoint that
+/// fails the pickle scan, or any other file that holds an unsafe pickle
+/// (files are read by content, whatever their name), rejects the model
+/// whatever else it holds: such a pickle may run code when it is loaded.
 pub fn validate_model(dir: &Path, files: &[ExtractedFile]) -> Result<(), String> {
     let mut passed = 0;
     let mut failures = Vec::new();
@@ -218,9 +220,11 @@ pub fn validate_model(dir: &Path, files: &[ExtractedFile]) -> Result<(), String>
             Some("bin" | "pt" | "pth") => {
                 check_checkpoint(&path, &file.path).map_err(|e| e.0)?;
                 passed += 1;
+                continue;
             }
             _ => {}
         }
+        check_stored_file(&path, &file.path).map_err(|e| e.0)?;
     }
     match (passed, failures.is_empty()) {
         (0, true) => Err("it holds no weights file (.safetensors, .bin, .pt or .pth)".into()),

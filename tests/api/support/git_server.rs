@@ -27,6 +27,8 @@ struct GitState {
     rate_limited: bool,
     /// The next n git requests answer 500.
     git_failures: usize,
+    /// Git requests answer a redirect to the same path on this server.
+    redirect_git_to: Option<String>,
     log: Vec<String>,
 }
 
@@ -80,12 +82,18 @@ impl GitServer {
         self.state.lock().unwrap().git_failures = n;
     }
 
+    /// From now on git requests are redirected to the same path on `url`.
+    pub fn redirect_git_to(&self, url: &str) {
+        self.state.lock().unwrap().redirect_git_to = Some(url.into());
+    }
+
     /// Makes the REST API answer 403 with `X-RateLimit-Remaining: 0`.
     pub fn rate_limit(&self, on: bool) {
         self.state.lock().unwrap().rate_limited = on;
     }
 
-    /// `METHOD path` of every request so far.
+    /// `METHOD path` of every request so far, `+auth` when it carried an
+    /// `Authorization` header.
     pub fn log(&self) -> Vec<String> {
         self.state.lock().unwrap().log.clone()
     }
@@ -111,11 +119,15 @@ impl GitServer {
 
     async fn handle(&self, req: Request) -> Response {
         let path = req.uri().path().to_string();
-        self.state
-            .lock()
-            .unwrap()
-            .log
-            .push(format!("{} {path}", req.method()));
+        self.state.lock().unwrap().log.push(format!(
+            "{} {path}{}",
+            req.method(),
+            if header(&req, "authorization").is_some() {
+                " +auth"
+            } else {
+                ""
+            }
+        ));
         let (token, git_token) = {
             let state = self.state.lock().unwrap();
             (state.token.clone(), state.git_token.clone())
@@ -128,6 +140,17 @@ impl GitServer {
         }
         {
             let mut state = self.state.lock().unwrap();
+            if let Some(target) = &state.redirect_git_to {
+                let query = req
+                    .uri()
+                    .query()
+                    .map(|q| format!("?{q}"))
+                    .unwrap_or_default();
+                return Response::builder()
+                    .status(StatusCode::FOUND)
+                    .header("Location", format!("{target}{path}{query}"))
+                    .body(());
+            }
             if state.git_failures > 0 {
                 state.git_failures -= 1;
                 return Response::builder()
