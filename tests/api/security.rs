@@ -16,6 +16,7 @@ use vectorize::sources::ProgressSink;
 use vectorize::sources::download::{self, FileDownload};
 use zip::write::SimpleFileOptions;
 
+use crate::helpers::small_model;
 use crate::support::archives::{multipart_content_type, multipart_head, multipart_tail};
 use crate::support::fake_hub::{FakeHub, safetensors_bytes};
 use crate::support::process::ServiceProcess;
@@ -264,4 +265,84 @@ async fn a_cancel_stops_the_hashing_of_a_huge_partial_file() {
         );
         assert!(took < Duration::from_secs(5), "{name}: {took:?}");
     }
+}
+
+/// Two tasks whose weights the hub lists at 8 GiB; each first attempt
+/// fails (the hub holds a few bytes) and waits out a long backoff, its
+/// partial file is then made a sparse 8 GiB one, and a restart takes both
+/// up again: each worker starts by hashing 8 GiB it finds complete.
+#[tokio::test]
+async fn cancel_and_sigterm_answer_while_a_multi_gib_partial_is_hashed() {
+    const HUGE: u64 = 8 << 30;
+    let hub = FakeHub::start().await;
+    let mut ids = Vec::new();
+    let data = tempfile::tempdir().unwrap();
+    let env = [
+        ("VECTORIZE_RETRY_BASE_MS", "600000"),
+        ("VECTORIZE_MAX_CONCURRENT_TASKS", "2"),
+    ];
+    let mut service = ServiceProcess::start(data.path(), &hub, &env).await;
+    for name in ["acme/huge-a", "acme/huge-b"] {
+        let repo = small_model(name);
+        let weights = repo.files.iter().find(|f| f.lfs).unwrap();
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&weights.bytes));
+        hub.declare_size(&sha, HUGE);
+        hub.add_repo(repo);
+        let id = service.upload_hf(name).await;
+        service
+            .wait_for(&id, Duration::from_secs(30), |t| {
+                t["task_status"] == "PENDING" && t["attempts"] == 1
+            })
+            .await;
+        let partial = data.path().join("tmp/tasks").join(&id).join(&sha);
+        std::fs::create_dir_all(partial.parent().unwrap()).unwrap();
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&partial)
+            .unwrap()
+            .set_len(HUGE)
+            .unwrap();
+        ids.push(id);
+    }
+    service.sigterm().await;
+    let mut service = ServiceProcess::start(data.path(), &hub, &env).await;
+    for id in &ids {
+        service
+            .wait_for(id, Duration::from_secs(30), |t| {
+                t["task_status"] == "RUNNING" && t["attempts"] == 2
+            })
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A cancel answers, and the partial file goes, within 5 s.
+    let started = Instant::now();
+    let response = service
+        .client
+        .delete(service.at(&format!("/v1/upload/tasks/{}", ids[0])))
+        .send()
+        .await
+        .unwrap();
+    let answered = started.elapsed();
+    assert_eq!(response.status(), 200);
+    let staging = data.path().join("tmp/tasks").join(&ids[0]);
+    while staging.exists() && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let removed = started.elapsed();
+    eprintln!("cancel while hashing 8 GiB: answered in {answered:?}, files gone in {removed:?}");
+    assert!(answered < Duration::from_secs(5), "{answered:?}");
+    assert!(removed < Duration::from_secs(5), "{removed:?}");
+
+    // SIGTERM while the other still hashes: the process exits within 10 s
+    // (`sigterm` fails the test past that) and keeps the partial to resume.
+    let started = Instant::now();
+    service.sigterm().await;
+    eprintln!(
+        "SIGTERM while hashing 8 GiB: exited in {:?}",
+        started.elapsed()
+    );
+    assert!(data.path().join("tmp/tasks").join(&ids[1]).exists());
 }

@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader, Read};
 
 /// Bytes of a string argument kept for the scan's decisions and messages.
 pub const KEPT_BYTES: usize = 256;
+/// The read buffer of a large stream.
+const BUFFER_BYTES: usize = 64 * 1024;
 
 /// A stream being read, with the offset reached, the bytes that remain
 /// when known, and the end of the `FRAME` being read, if any.
@@ -64,8 +66,10 @@ impl Argument {
 
 impl<R: Read> Input<R> {
     pub fn new(reader: R, len: Option<u64>) -> Self {
+        // A small file gets a small buffer; most stored files are small.
+        let capacity = len.map_or(BUFFER_BYTES, |l| l.clamp(64, BUFFER_BYTES as u64) as usize);
         Input {
-            reader: BufReader::with_capacity(64 * 1024, reader),
+            reader: BufReader::with_capacity(capacity, reader),
             offset: 0,
             remaining: len,
             frame_end: None,

@@ -92,6 +92,8 @@ struct State {
     fail_always: Option<u16>,
     cut_after: Option<u64>,
     bytes_per_sec: u64,
+    /// Sizes the listings give instead of the real ones, by LFS sha256.
+    declared_sizes: std::collections::HashMap<String, u64>,
     log: Vec<LoggedRequest>,
 }
 
@@ -179,6 +181,13 @@ impl FakeHub {
     /// included; 0 = unthrottled.
     pub fn slow_downloads(&self, bytes_per_sec: u64) {
         self.state().bytes_per_sec = bytes_per_sec;
+    }
+
+    /// The listings give `size` for the LFS file with this sha256 (the
+    /// bytes served stay the real ones): a test can make the service expect
+    /// gigabytes the hub does not hold.
+    pub fn declare_size(&self, sha256: &str, size: u64) {
+        self.state().declared_sizes.insert(sha256.into(), size);
     }
 
     /// Removes every fault: pending failures, `fail_always`, a pending cut and the throttle.
@@ -348,6 +357,13 @@ fn cdn(cx: &Ctx, path: &str) -> Answer {
     Ok(serve_body(cx, bytes, sha, None))
 }
 
+/// A file's size as the listings give it (see `FakeHub::declare_size`).
+fn listed_size(cx: &Ctx, f: &File) -> u64 {
+    let state = cx.inner.state.lock().unwrap();
+    let declared = state.declared_sizes.get(&f.sha256).copied();
+    declared.unwrap_or(f.bytes.len() as u64)
+}
+
 /// `GET /api/models/{repo_id}[/revision/{revision}][?blobs=true]`.
 fn model_info(cx: &Ctx, rest: &str, blobs: bool) -> Answer {
     let repo = match split_repo(rest, "revision") {
@@ -357,10 +373,10 @@ fn model_info(cx: &Ctx, rest: &str, blobs: bool) -> Answer {
     let sibling = |f: &File| {
         let mut sibling = json!({ "rfilename": f.path });
         if blobs {
-            sibling["size"] = json!(f.bytes.len());
+            sibling["size"] = json!(listed_size(cx, f));
             sibling["blobId"] = json!(f.blob_id);
             if f.lfs {
-                let size = f.bytes.len();
+                let size = listed_size(cx, f);
                 let lfs = json!({"sha256": f.sha256, "size": size, "pointerSize": f.pointer_size});
                 sibling["lfs"] = lfs;
             }
