@@ -37,6 +37,8 @@ pub struct Argument {
     pub kept: Vec<u8>,
     pub len: u64,
     pub has_nul: bool,
+    /// The argument's last byte, kept or not.
+    pub last: Option<u8>,
 }
 
 impl Argument {
@@ -154,6 +156,7 @@ impl<R: Read> Input<R> {
             kept: Vec::new(),
             len: n,
             has_nul: false,
+            last: None,
         };
         let mut left = n;
         while left > 0 {
@@ -162,6 +165,7 @@ impl<R: Read> Input<R> {
             let room = KEPT_BYTES.saturating_sub(arg.kept.len()).min(take);
             arg.kept.extend_from_slice(&buf[..room]);
             arg.has_nul |= buf[..take].contains(&0);
+            arg.last = buf[..take].last().copied().or(arg.last);
             self.consume(take);
             left -= take as u64;
         }
@@ -174,6 +178,7 @@ impl<R: Read> Input<R> {
             kept: Vec::new(),
             len: 0,
             has_nul: false,
+            last: None,
         };
         loop {
             let buf = self.buffer()?;
@@ -184,6 +189,7 @@ impl<R: Read> Input<R> {
             let room = KEPT_BYTES.saturating_sub(arg.kept.len()).min(take);
             arg.kept.extend_from_slice(&buf[..room]);
             arg.has_nul |= buf[..take].contains(&0);
+            arg.last = buf[..take].last().copied().or(arg.last);
             arg.len += take as u64;
             self.consume(take + usize::from(done));
             if done {

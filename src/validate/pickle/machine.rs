@@ -100,8 +100,10 @@ pub struct Machine {
 
 impl Machine {
     /// Reads one pickle from `input`, up to and including its `STOP`.
-    /// `first` marks the first pickle of a file, where torch's legacy magic
-    /// number may stand. `Err` carries the reason it is unsafe.
+    /// `first` marks the first pickle of a stream: the only one whose memo
+    /// surely starts empty (an `Unpickler` that loads again keeps its memo),
+    /// and where torch's legacy magic number may stand. `Err` carries the
+    /// reason it is unsafe.
     pub fn read_one<R: Read>(
         &mut self,
         input: &mut Input<R>,
@@ -280,10 +282,16 @@ impl<R: Read> Run<'_, R> {
         self.within_budget()
     }
 
+    /// Pushes a memo entry. Once a `PUT` could not be followed, any entry
+    /// may hold anything; after the first pickle of a stream, one this
+    /// pickle never set may be an earlier pickle's.
     fn memo_get(&mut self, index: Option<u64>) -> Result<(), Halt> {
+        if self.memo_uncertain {
+            return self.push(Value::Unknown);
+        }
         match index.and_then(|i| self.machine.memo.get(&i).cloned()) {
             Some(value) => self.push(value),
-            None if self.memo_uncertain || index.is_none() => self.push(Value::Unknown),
+            None if index.is_none() || !self.first && !self.strict => self.push(Value::Unknown),
             None => Err(self.fail(&format!(
                 "memo index {} was never set",
                 index.unwrap_or_default()
@@ -348,10 +356,11 @@ impl<R: Read> Run<'_, R> {
         let (Some(module_text), Some(name_text)) = (decoded(&module), decoded(&name)) else {
             return Err(self.fail("a global name that does not decode"));
         };
-        if !self.strict && !module_text.split('.').any(identifier) {
-            // Sniffed bytes: no part of the module path is a name Python
-            // source could import (`import torch` read as INST); taken as
-            // the ImportError Python raises, so text files are not pickles.
+        if !self.strict && !first_import_plausible(&module, &module_text) {
+            // Sniffed bytes: the first module Python would try to import is
+            // no name Python source could import (`import torch` read as
+            // INST); taken as the ImportError Python raises, so text files
+            // are not pickles.
             return Err(Halt::Raise);
         }
         let what = format!(
@@ -415,11 +424,29 @@ impl<R: Read> Run<'_, R> {
                     let top = self.top()?.clone();
                     self.push(top)?;
                 }
-                b'F' | b'I' | b'L' => {
+                b'F' => {
                     self.line()?;
                     self.push(Value::Scalar)?;
                 }
-                b'S' | b'V' => {
+                b'I' | b'L' => {
+                    // No reading of a line without a digit gives a number.
+                    if !self.line()?.kept.iter().any(u8::is_ascii_digit) {
+                        return Err(self.fail("a number without digits"));
+                    }
+                    self.push(Value::Scalar)?;
+                }
+                b'S' => {
+                    // CPython refuses a STRING not wrapped in matching quotes.
+                    let arg = self.line()?;
+                    let quoted = arg.len >= 2
+                        && matches!(arg.kept.first(), Some(b'\'' | b'"'))
+                        && arg.kept.first() == arg.last.as_ref();
+                    if !quoted {
+                        return Err(self.fail("a STRING without quotes"));
+                    }
+                    self.push(Value::Str(Rc::new(arg)))?;
+                }
+                b'V' => {
                     let arg = self.line()?;
                     self.push(Value::Str(Rc::new(arg)))?;
                 }
@@ -715,12 +742,22 @@ impl<R: Read> Run<'_, R> {
     }
 }
 
-/// Whether one part of a module path is a Python identifier (any
-/// non-ASCII character counts as a letter).
-fn identifier(part: &str) -> bool {
-    let part = part.trim_end_matches('…');
-    part.chars().next().is_some_and(|c| !c.is_ascii_digit())
-        && part
+/// Whether the first module importlib would try to load for `module` has
+/// a name Python source could import: the path's first part, or, after a
+/// leading dot, its second (`.x` loads `x.py`). A first part longer than
+/// what was kept is taken as plausible.
+fn first_import_plausible(arg: &Argument, module: &str) -> bool {
+    let mut parts = module.split('.');
+    let first = match parts.next() {
+        Some("") => parts.next().unwrap_or(""),
+        Some(part) => part,
+        None => "",
+    };
+    if !arg.complete() && !module.contains('.') {
+        return true;
+    }
+    first.chars().next().is_some_and(|c| !c.is_ascii_digit())
+        && first
             .chars()
             .all(|c| c == '_' || c.is_ascii_alphanumeric() || !c.is_ascii())
 }

@@ -66,7 +66,7 @@ pub fn check_stored_file(path: &Path, name: &str) -> Result<(), InvalidWeights> 
         let archive = open_zip(file).map_err(refused)?;
         return scan_zip(archive, false).map_err(refused);
     }
-    if head.get(257..262) == Some(b"ustar") {
+    if is_tar_header(&head) {
         return Err(refused(
             "it is a tar archive, whose members are not checked (torch's legacy tar \
              checkpoints unpickle them; torch.load(weights_only=True) refuses them)"
@@ -80,11 +80,11 @@ pub fn check_stored_file(path: &Path, name: &str) -> Result<(), InvalidWeights> 
 }
 
 const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
-/// Bytes read to recognise a file: up to a tar header's `ustar` magic.
-const HEAD_BYTES: usize = 262;
+/// Bytes read to recognise a file: a tar header's.
+const HEAD_BYTES: usize = 512;
 
-/// The file, its length and its first bytes (as far as a tar header's
-/// magic; fewer when it is shorter).
+/// The file, its length and its first bytes (a tar header's worth; fewer
+/// when it is shorter).
 fn open(path: &Path) -> Result<(File, u64, Vec<u8>), String> {
     let mut file = File::open(path).map_err(|e| format!("cannot open it ({e})"))?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
@@ -95,6 +95,27 @@ fn open(path: &Path) -> Result<(File, u64, Vec<u8>), String> {
         .map_err(|e| e.to_string())?;
     file.rewind().map_err(|e| e.to_string())?;
     Ok((file, len, head))
+}
+
+/// A tar header as Python's `tarfile` accepts one (old V7 headers without
+/// the `ustar` magic included): not all zero, and its octal checksum the
+/// sum of its bytes with the checksum field read as spaces.
+fn is_tar_header(head: &[u8]) -> bool {
+    let Ok(header) = <&[u8; 512]>::try_from(head) else {
+        return false;
+    };
+    if header.iter().all(|&b| b == 0) {
+        return false;
+    }
+    let field = String::from_utf8_lossy(&header[148..156]);
+    let Ok(checksum) = i64::from_str_radix(field.trim_matches([' ', '\0']), 8) else {
+        return false;
+    };
+    let outside = header[..148].iter().chain(&header[156..]);
+    let spaces = 8 * i64::from(b' ');
+    let unsigned: i64 = outside.clone().map(|&b| i64::from(b)).sum::<i64>() + spaces;
+    let signed: i64 = outside.map(|&b| i64::from(b as i8)).sum::<i64>() + spaces;
+    checksum == unsigned || checksum == signed
 }
 
 fn starts_with_proto(head: &[u8]) -> bool {
@@ -123,20 +144,31 @@ fn open_zip(mut file: File) -> Result<zip::ZipArchive<BufReader<File>>, String> 
     zip::ZipArchive::new(BufReader::new(file)).map_err(|e| format!("unreadable ZIP ({e})"))
 }
 
-/// Holds every `.pkl` entry of a ZIP to the rule; a checkpoint must also
-/// have the `data.pkl` that `torch.load` reads.
+/// Holds every `.pkl` entry of a ZIP (any case: torch finds `data.pkl`
+/// so) to the rule; a checkpoint must also have the `data.pkl` that
+/// `torch.load` reads. Names that repeat, in any case, are refused: readers
+/// disagree on which entry such a name means.
 fn scan_zip(mut archive: zip::ZipArchive<BufReader<File>>, checkpoint: bool) -> Result<(), String> {
-    let pickles: Vec<String> = archive
+    let names: Vec<String> = archive
         .file_names()
-        .filter_map(Result::ok)
-        .filter(|n| n.ends_with(".pkl"))
-        .map(|n| n.into_owned())
+        .map(|n| n.map(|n| n.into_owned()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("a ZIP entry name cannot be read ({e})"))?;
+    let mut folded: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
+    folded.sort();
+    folded.dedup();
+    if archive.has_duplicate_names() || folded.len() != names.len() {
+        return Err("its ZIP holds two entries of the same name (ignoring case)".into());
+    }
+    let pickles: Vec<String> = names
+        .into_iter()
+        .filter(|n| n.to_lowercase().ends_with(".pkl"))
         .collect();
-    if checkpoint
-        && !pickles
-            .iter()
-            .any(|n| n == "data.pkl" || n.ends_with("/data.pkl"))
-    {
+    let is_data_pkl = |n: &String| {
+        let n = n.to_lowercase();
+        n == "data.pkl" || n.ends_with("/data.pkl")
+    };
+    if checkpoint && !pickles.iter().any(is_data_pkl) {
         return Err("the ZIP holds no data.pkl".into());
     }
     for entry_name in pickles {

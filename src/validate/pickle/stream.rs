@@ -29,7 +29,7 @@ pub fn scan_checkpoint_stream(reader: impl Read, len: Option<u64>) -> Result<(),
             machine.read_one(&mut input, Mode::Strict, false)?;
         }
     }
-    sniff_rest(&mut machine, &mut input)
+    sniff_rest(&mut machine, &mut input, false)
 }
 
 /// Bytes that may hold pickles: each pickle found, one after another as a
@@ -37,10 +37,17 @@ pub fn scan_checkpoint_stream(reader: impl Read, len: Option<u64>) -> Result<(),
 /// rule; the first bytes Python's loader would refuse end the search.
 pub fn sniff_stream(reader: impl Read, len: Option<u64>) -> Result<(), String> {
     let mut input = Input::new(reader, len);
-    sniff_rest(&mut Machine::default(), &mut input)
+    sniff_rest(&mut Machine::default(), &mut input, true)
 }
 
-fn sniff_rest<R: Read>(machine: &mut Machine, input: &mut Input<R>) -> Result<(), String> {
-    while let Ending::Stop { .. } = machine.read_one(input, Mode::Sniff, false)? {}
+/// Sniffs pickle after pickle; `first` when the stream starts here.
+fn sniff_rest<R: Read>(
+    machine: &mut Machine,
+    input: &mut Input<R>,
+    mut first: bool,
+) -> Result<(), String> {
+    while let Ending::Stop { .. } = machine.read_one(input, Mode::Sniff, first)? {
+        first = false;
+    }
     Ok(())
 }

@@ -16,6 +16,7 @@ import os
 import struct
 import sys
 import tarfile
+import warnings
 import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -223,8 +224,27 @@ def unsafe_corpus():
         ("legacy_persistent_id_as_name", LEGACY_MAGIC + b".M\xe9\x03.}.(X\x06\x00\x00\x00moduleX\x08\x00\x00\x00builtinsX\x00\x00\x00\x00X\x00\x00\x00\x00tQ\x8c\x05print\x93\x8c\x05PWNED\x85R.].", "STACK_GLOBAL"),
         ("zip_with_fake_zip64_count.pt", zip_with_fake_entry_count(), "entries"),
         ("legacy_tar_checkpoint.pt", legacy_tar(), "tar"),
+        # Found by a second review.
+        ("text_put_nul_overwrites_memo", b"K\x01q\x010Vos\np1\x00\n0h\x01Vsystem\n" + STACK_GLOBAL + b")R.", "STACK_GLOBAL"),
+        ("text_put_underscore_overwrites_memo", b"K\x01q\x0a0Vos\np1_0\n0h\x0aVsystem\n" + STACK_GLOBAL + b")R.", "STACK_GLOBAL"),
+        # An Unpickler that loads twice keeps its memo.
+        ("memo_of_an_earlier_pickle", proto(2) + uni("os") + binput(0) + STOP + binget(0) + uni("system") + STACK_GLOBAL + b")R.", "STACK_GLOBAL"),
+        ("legacy_tar_v7_header.pt", legacy_tar(v7=True), "tar"),
+        ("zip_data_pkl_upper_case.pt", zip_entries([("base/DATA.PKL", p2(EVIL))]), "os.system"),
+        ("zip_data_pkl_both_cases.pt", zip_entries([("base/data.pkl", SAFE_STATE), ("base/DATA.PKL", p2(EVIL))]), "same name"),
+        ("zip_data_pkl_twice.pt", zip_entries([("base/data.pkl", p2(EVIL)), ("base/data.pkl", SAFE_STATE)]), "same name"),
     ]
     return cases
+
+
+def zip_entries(entries):
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        for name, raw in entries:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a duplicate name is the point
+                z.writestr(name, raw)
+    return out.getvalue()
 
 
 def zip_with_fake_entry_count():
@@ -244,16 +264,21 @@ def zip_with_fake_entry_count():
     return data
 
 
-def legacy_tar():
-    """torch's oldest format: a tar whose `storages` member torch unpickles."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, raw in [("storages", p2(EVIL)), ("tensors", p2(EMPTY_LIST)), ("pickle", p2(NONE))]:
-            info = tarfile.TarInfo(name)
-            info.size = len(raw)
-            info.mtime = 0
-            tar.addfile(info, io.BytesIO(raw))
-    return out.getvalue()
+def legacy_tar(v7=False):
+    """torch's oldest format: a tar whose `storages` member torch unpickles;
+    `v7`: old headers without the `ustar` magic, which tarfile reads too."""
+    out = b""
+    for name, raw in [("storages", p2(EVIL)), ("tensors", p2(EMPTY_LIST)), ("pickle", p2(NONE))]:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(raw), 0, 0o644
+        header = bytearray(info.tobuf(format=tarfile.USTAR_FORMAT))
+        if v7:
+            header[257:265] = bytes(8)
+            header[329:345] = bytes(16)
+            header[148:156] = b" " * 8
+            header[148:156] = b"%06o\0 " % sum(header)
+        out += bytes(header) + raw + bytes((512 - len(raw) % 512) % 512)
+    return out + bytes(1024)
 
 
 def safe_corpus():
@@ -283,6 +308,8 @@ def not_pickles():
         ("requirements.txt", b"pandas==2.1.0\ntorch>=2\n"),
         ("notes.txt", b"python 3.11 notes\nindex\nfoo\n"),
         ("index.txt", b"index\nfoo\nbar\n"),
+        ("notes.md", b"See the notes below\n...\nmore\n"),
+        ("important.txt", b"Important:\n. bullet\n"),
     ]
 
 
