@@ -36,7 +36,6 @@ pub enum Short {
 pub struct Argument {
     pub kept: Vec<u8>,
     pub len: u64,
-    pub has_nul: bool,
     /// The argument's last byte, kept or not.
     pub last: Option<u8>,
 }
@@ -155,7 +154,6 @@ impl<R: Read> Input<R> {
         let mut arg = Argument {
             kept: Vec::new(),
             len: n,
-            has_nul: false,
             last: None,
         };
         let mut left = n;
@@ -164,7 +162,6 @@ impl<R: Read> Input<R> {
             let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
             let room = KEPT_BYTES.saturating_sub(arg.kept.len()).min(take);
             arg.kept.extend_from_slice(&buf[..room]);
-            arg.has_nul |= buf[..take].contains(&0);
             arg.last = buf[..take].last().copied().or(arg.last);
             self.consume(take);
             left -= take as u64;
@@ -177,7 +174,6 @@ impl<R: Read> Input<R> {
         let mut arg = Argument {
             kept: Vec::new(),
             len: 0,
-            has_nul: false,
             last: None,
         };
         loop {
@@ -188,7 +184,6 @@ impl<R: Read> Input<R> {
             };
             let room = KEPT_BYTES.saturating_sub(arg.kept.len()).min(take);
             arg.kept.extend_from_slice(&buf[..room]);
-            arg.has_nul |= buf[..take].contains(&0);
             arg.last = buf[..take].last().copied().or(arg.last);
             arg.len += take as u64;
             self.consume(take + usize::from(done));
