@@ -1,7 +1,8 @@
 //! Reads weights and archives without trusting them: safetensors headers
-//! checked against the file's length (`safetensors`), pickle streams scanned
-//! opcode by opcode for the globals they name (`pickle`), and the entry
-//! count a ZIP declares before a ZIP reader parses it (`zip_directory`).
+//! checked against the file's length (`safetensors`), pickles found in any
+//! stored file by its content and held, opcode by opcode, to what torch's
+//! `weights_only` loader accepts (`pickle`), and the entry count a ZIP
+//! declares before a ZIP reader parses it (`zip_directory`).
 //! Nothing here executes or loads a model, and nothing here writes.
 
 pub mod pickle;
