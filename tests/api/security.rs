@@ -315,6 +315,8 @@ async fn cancel_and_sigterm_answer_while_a_multi_gib_partial_is_hashed() {
             })
             .await;
     }
+    // Not a wait for a state: RUNNING is reached; this lets the workers get
+    // well into hashing their 8 GiB before the cancel arrives.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // A cancel answers, and the partial file goes, within 5 s.
