@@ -334,15 +334,12 @@ fn select_files<'a>(
 fn check_weights(files: &[StagedFile]) -> Result<(), SourceError> {
     let by_path: BTreeMap<&str, &StagedFile> =
         files.iter().map(|f| (f.repo_path.as_str(), f)).collect();
-    let has = |ext: &[&str], f: &&StagedFile| ext.iter().any(|e| f.repo_path.ends_with(e));
-    let weights: Vec<&StagedFile> = files.iter().filter(|f| has(&[".safetensors"], f)).collect();
+    let has = |ext: &[&str], f: &StagedFile| ext.iter().any(|e| f.repo_path.ends_with(e));
     // PyTorch checkpoints arrive only when allow_patterns asks for them, and
     // count only once their pickles are scanned; one unsafe file fails the task.
-    let checkpoints: Vec<&StagedFile> = files
-        .iter()
-        .filter(|f| has(&[".bin", ".pt", ".pth"], f))
-        .collect();
-    if weights.is_empty() && checkpoints.is_empty() {
+    let is_checkpoint = |f: &StagedFile| has(&[".bin", ".pt", ".pth"], f);
+    let weights: Vec<&StagedFile> = files.iter().filter(|f| has(&[".safetensors"], f)).collect();
+    if weights.is_empty() && !files.iter().any(is_checkpoint) {
         return Err(SourceError::Permanent(
             "the repository has no .safetensors weights among the files fetched \
              (PyTorch .bin weights are fetched only when allow_patterns asks for them)"
@@ -354,7 +351,7 @@ fn check_weights(files: &[StagedFile]) -> Result<(), SourceError> {
             .map_err(|e| SourceError::Permanent(e.0))?;
     }
     for file in files {
-        if checkpoints.iter().any(|c| c.repo_path == file.repo_path) {
+        if is_checkpoint(file) {
             validate::pickle::check_checkpoint(&file.staged_at, &file.repo_path)
         } else {
             validate::pickle::check_stored_file(&file.staged_at, &file.repo_path)

@@ -135,11 +135,8 @@ impl Machine {
             Ok(()) => Ok(Ending::Stop {
                 legacy_magic: run.legacy_magic,
             }),
-            Err(Halt::Raise) if !run.strict => Ok(Ending::NotAPickle),
-            Err(Halt::Raise) => Err(format!(
-                "the pickle cannot be read to its end (stopped at byte {})",
-                run.at
-            )),
+            // Only sniffed bytes raise: strict reads turn errors into reasons.
+            Err(Halt::Raise) => Ok(Ending::NotAPickle),
             Err(Halt::Unsafe(reason)) => Err(reason),
         }
     }
@@ -210,7 +207,7 @@ impl<R: Read> Run<'_, R> {
         if !TORCH_OPCODES.contains(&op) {
             let what = format!(
                 "it uses the opcode {} (byte {}), which torch.load(weights_only=True) refuses",
-                opcode_name(op),
+                named(op),
                 self.at
             );
             self.refuse(what);
@@ -375,7 +372,7 @@ impl<R: Read> Run<'_, R> {
             None => Err(Halt::Unsafe(unsafe_global(&what))),
             Some(_) if op != b'c' => Err(Halt::Unsafe(format!(
                 "it names {what} with the opcode {}, which torch.load(weights_only=True) refuses",
-                opcode_name(op)
+                named(op)
             ))),
             Some(kind) => {
                 self.is_a_pickle()?;
@@ -393,7 +390,7 @@ impl<R: Read> Run<'_, R> {
                 Ok(None) => return Err(self.short(Short::End)),
                 Err(e) => return Err(self.short(e)),
             };
-            if opcode_name(op).starts_with("0x") {
+            if opcode_name(op).is_none() {
                 return Err(self.fail(&format!("not a pickle opcode: 0x{op:02x}")));
             }
             self.opcode_refused(op);
@@ -687,7 +684,7 @@ impl<R: Read> Run<'_, R> {
         if !fits {
             let what = format!(
                 "{} into a value that is not the container torch allows (byte {})",
-                opcode_name(op),
+                named(op),
                 self.at
             );
             self.refuse(what);
@@ -699,11 +696,7 @@ impl<R: Read> Run<'_, R> {
     /// allowed global; before any import none exists and Python raises.
     fn call(&mut self, op: u8) -> Result<(), Halt> {
         let callee = match op {
-            b'R' => {
-                self.pop()?;
-                self.pop()?
-            }
-            0x81 => {
+            b'R' | 0x81 => {
                 self.pop()?;
                 self.pop()?
             }
@@ -721,21 +714,21 @@ impl<R: Read> Run<'_, R> {
             Value::Global(kind) if kind.callable() => self.push(Value::Object(kind)),
             Value::Global(_) => Err(Halt::Unsafe(format!(
                 "{} calls a constant (byte {})",
-                opcode_name(op),
+                named(op),
                 self.at
             ))),
             Value::Unknown => {
                 self.is_a_pickle()?;
                 Err(Halt::Unsafe(format!(
                     "{} calls a value the scan cannot vouch for (byte {})",
-                    opcode_name(op),
+                    named(op),
                     self.at
                 )))
             }
             _ if !self.strict => Err(Halt::Raise),
             _ => Err(Halt::Unsafe(format!(
                 "{} calls a value that is not an allowed global (byte {})",
-                opcode_name(op),
+                named(op),
                 self.at
             ))),
         }
@@ -772,9 +765,14 @@ fn unsafe_global(what: &str) -> String {
 /// torch's legacy magic number 0x1950a86a20f9469cfc6c as `LONG1` writes it.
 const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
 
-/// The name pickletools gives an opcode, or its hex value when it is none.
-pub fn opcode_name(op: u8) -> std::borrow::Cow<'static, str> {
-    let name = match op {
+/// The name of an opcode the reader already accepted, for messages.
+fn named(op: u8) -> &'static str {
+    opcode_name(op).unwrap_or("?")
+}
+
+/// The name pickletools gives an opcode; `None` for a byte that is no opcode.
+fn opcode_name(op: u8) -> Option<&'static str> {
+    Some(match op {
         b'(' => "MARK",
         b'.' => "STOP",
         b'0' => "POP",
@@ -843,7 +841,6 @@ pub fn opcode_name(op: u8) -> std::borrow::Cow<'static, str> {
         0x96 => "BYTEARRAY8",
         0x97 => "NEXT_BUFFER",
         0x98 => "READONLY_BUFFER",
-        other => return format!("0x{other:02x}").into(),
-    };
-    name.into()
+        _ => return None,
+    })
 }

@@ -91,6 +91,17 @@ fn checkpoint(bytes: &[u8]) -> Result<(), String> {
     check_checkpoint(file.path(), "f").map_err(|e| e.0)
 }
 
+/// One pickle: `None` stored under `n` distinct memo indices (LONG_BINPUT).
+fn binput_flood(n: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 2, b'N'];
+    for i in 0..n {
+        p.push(b'r');
+        p.extend_from_slice(&i.to_le_bytes());
+    }
+    p.push(b'.');
+    p
+}
+
 #[test]
 fn a_memo_flood_stops_at_the_budget() {
     // No PROTO: read as sniffed bytes, so the memo grows until the budget,
@@ -103,13 +114,7 @@ fn a_memo_flood_stops_at_the_budget() {
     flood.resize(2_000_000, 0x94);
     assert!(checkpoint(&flood).unwrap_err().contains("MEMOIZE"));
     // Opcodes torch reads fill the budget too: a million BINPUTs of distinct indices.
-    let mut flood = vec![0x80, 2, b'N'];
-    for i in 0..1_000_000u32 {
-        flood.push(b'r');
-        flood.extend_from_slice(&i.to_le_bytes());
-    }
-    flood.push(b'.');
-    let reason = checkpoint(&flood).unwrap_err();
+    let reason = checkpoint(&binput_flood(1_000_000)).unwrap_err();
     assert!(reason.contains("MiB of values"), "{reason}");
 }
 
@@ -117,12 +122,7 @@ fn a_memo_flood_stops_at_the_budget() {
 fn many_small_pickles_after_a_large_memo_stay_linear() {
     // The review's case: one pickle with a large memo, then a million tiny
     // ones; clearing the large memo a million times took minutes.
-    let mut stream = vec![0x80, 2, b'N'];
-    for i in 0..200_000u32 {
-        stream.push(b'r');
-        stream.extend_from_slice(&i.to_le_bytes());
-    }
-    stream.push(b'.');
+    let mut stream = binput_flood(200_000);
     for _ in 0..1_000_000 {
         stream.extend_from_slice(b"Nq\x00.");
     }
