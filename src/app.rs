@@ -38,7 +38,17 @@ impl App {
         hold_no_proc_files();
         std::fs::create_dir_all(&config.data_dir)?;
         let store = Store::open(&config.db).await?;
-        let files = ModelFiles::new(&config.data_dir);
+        // An embedded database opens in one process only: this node is alone.
+        let sole_node = !config.db.endpoint.starts_with("ws");
+        Self::start_on(config, store, sole_node).await
+    }
+
+    /// Starts a node on an open database, which other nodes may share
+    /// (`sole_node` false): how tests run several nodes in one process.
+    pub async fn start_on(config: Config, store: Store, sole_node: bool) -> anyhow::Result<Self> {
+        hold_no_proc_files();
+        std::fs::create_dir_all(&config.data_dir)?;
+        let files = ModelFiles::new(&config.data_dir, &config.node_id);
         let hub = HfHub::new(&config.hf_endpoint, config.hf_token.clone());
         let github = GitHub::new(
             &config.github_api_url,
@@ -56,6 +66,9 @@ impl App {
             fetchers,
             events: Actors::event_channel(),
             cache: Default::default(),
+            node: config.node_id.clone(),
+            lease: Duration::from_millis(config.lease_ms),
+            sole_node,
             max_concurrent_tasks: config.max_concurrent_tasks,
             retry_base: Duration::from_millis(config.retry_base_ms),
         })
@@ -84,7 +97,7 @@ impl App {
                     .await
             }
         });
-        tracing::info!(%addr, data_dir = %state.config.data_dir.display(), "vectorize is listening");
+        tracing::info!(%addr, node = %state.config.node_id, data_dir = %state.config.data_dir.display(), "vectorize is listening");
         Ok(Self {
             addr,
             state,

@@ -10,6 +10,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::secret::Secret;
+use crate::store::DbOptions;
 
 /// Settings as given on the command line or in the environment; all optional
 /// so that the TOML file and the defaults can fill the gaps.
@@ -25,6 +26,24 @@ pub struct ConfigArgs {
     /// SurrealDB endpoint: surrealkv://path, mem:// or ws://host:port.
     #[arg(long, env = "VECTORIZE_DB")]
     pub db: Option<String>,
+    /// SurrealDB server user (root or namespace user); never logged.
+    #[arg(long, env = "VECTORIZE_DB_USER")]
+    pub db_user: Option<String>,
+    /// Password of `db_user`.
+    #[arg(long, env = "VECTORIZE_DB_PASS", hide_env_values = true)]
+    pub db_pass: Option<Secret>,
+    /// SurrealDB namespace.
+    #[arg(long, env = "VECTORIZE_DB_NS")]
+    pub db_ns: Option<String>,
+    /// SurrealDB database.
+    #[arg(long, env = "VECTORIZE_DB_NAME")]
+    pub db_name: Option<String>,
+    /// This node's name in task leases, `node` and `/health`; default: a new id per process.
+    #[arg(long, env = "VECTORIZE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Task lease in milliseconds; renewed about every third of it.
+    #[arg(long, env = "VECTORIZE_LEASE_MS")]
+    pub lease_ms: Option<u64>,
     /// Largest accepted request body and largest extraction, in bytes.
     #[arg(long, env = "VECTORIZE_MAX_UPLOAD_BYTES")]
     pub max_upload_bytes: Option<u64>,
@@ -71,7 +90,9 @@ pub enum LogFormat {
 pub struct Config {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
-    pub db: String,
+    pub db: DbOptions,
+    pub node_id: String,
+    pub lease_ms: u64,
     pub max_upload_bytes: u64,
     pub max_concurrent_tasks: usize,
     pub retry_base_ms: u64,
@@ -98,6 +119,12 @@ impl ConfigArgs {
             addr: self.addr.or(fallback.addr),
             data_dir: self.data_dir.or(fallback.data_dir),
             db: self.db.or(fallback.db),
+            db_user: self.db_user.or(fallback.db_user),
+            db_pass: self.db_pass.or(fallback.db_pass),
+            db_ns: self.db_ns.or(fallback.db_ns),
+            db_name: self.db_name.or(fallback.db_name),
+            node_id: self.node_id.or(fallback.node_id),
+            lease_ms: self.lease_ms.or(fallback.lease_ms),
             max_upload_bytes: self.max_upload_bytes.or(fallback.max_upload_bytes),
             max_concurrent_tasks: self.max_concurrent_tasks.or(fallback.max_concurrent_tasks),
             retry_base_ms: self.retry_base_ms.or(fallback.retry_base_ms),
@@ -123,13 +150,34 @@ impl ConfigArgs {
             "max_concurrent_tasks must be at least 1"
         );
         let non_empty = |v: Option<Secret>| v.and_then(Secret::non_empty);
+        let node_id = self
+            .node_id
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+        anyhow::ensure!(
+            node_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')),
+            "the node id '{node_id}' may only hold letters, digits, '-', '_' and '.' (it names a folder)"
+        );
+        let lease_ms = self.lease_ms.unwrap_or(15_000);
+        anyhow::ensure!(lease_ms >= 300, "lease_ms must be at least 300");
         let trim = |s: String| s.trim_end_matches('/').to_string();
         Ok(Config {
             addr: self
                 .addr
                 .unwrap_or_else(|| "127.0.0.1:8000".parse().expect("valid default")),
             data_dir,
-            db,
+            db: DbOptions {
+                endpoint: db,
+                user: self.db_user.filter(|u| !u.is_empty()),
+                pass: non_empty(self.db_pass),
+                namespace: self.db_ns.unwrap_or_else(|| "vectorize".into()),
+                database: self.db_name.unwrap_or_else(|| "vectorize".into()),
+            },
+            node_id,
+            lease_ms,
             max_upload_bytes: self.max_upload_bytes.unwrap_or(50 * 1024 * 1024 * 1024),
             max_concurrent_tasks,
             retry_base_ms: self.retry_base_ms.unwrap_or(1000),
@@ -161,7 +209,10 @@ mod tests {
     fn defaults_follow_the_contract() {
         let config = ConfigArgs::default().resolve().unwrap();
         assert_eq!(config.addr.to_string(), "127.0.0.1:8000");
-        assert_eq!(config.db, "surrealkv://./data/db");
+        assert_eq!(config.db.endpoint, "surrealkv://./data/db");
+        assert_eq!(config.db.namespace, "vectorize");
+        assert_eq!(config.lease_ms, 15_000);
+        assert!(config.node_id.starts_with("node-"));
         assert_eq!(config.max_upload_bytes, 53_687_091_200);
         assert_eq!(config.max_concurrent_tasks, 4);
         assert_eq!(config.hf_endpoint, "https://huggingface.co");
@@ -177,6 +228,6 @@ mod tests {
         let config = flags.or(file).resolve().unwrap();
         assert_eq!(config.retry_base_ms, 7);
         assert_eq!(config.data_dir, PathBuf::from("/srv/v"));
-        assert_eq!(config.db, "surrealkv:///srv/v/db");
+        assert_eq!(config.db.endpoint, "surrealkv:///srv/v/db");
     }
 }

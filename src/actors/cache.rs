@@ -1,5 +1,6 @@
-//! `TaskCache`: a read-only copy of tasks for the status route — every
-//! unfinished task, and the most recently finished or read ones. Only the
+//! `TaskCache`: a read-only copy of tasks for the status route — the tasks
+//! this node runs, and the most recently finished or read ones (finished
+//! tasks never change, so any node may cache them). Only the
 //! registry writes it, at the moment it changes its own view; HTTP handlers
 //! read it without a round trip through the registry's mailbox, so status
 //! polling scales with the cores rather than with one actor.
@@ -36,10 +37,29 @@ impl TaskCache {
             .cloned()
     }
 
-    /// Records the task as the registry now sees it.
+    /// Drops an unfinished task this node no longer holds: another node may
+    /// change it now, so its status is read from the database again.
+    pub(crate) fn forget_live(&self, id: Uuid) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if inner
+            .tasks
+            .get(&id)
+            .is_some_and(|t| !t.task_status.is_terminal())
+        {
+            inner.tasks.remove(&id);
+        }
+    }
+
+    /// Records the task as the registry now sees it: a task this node
+    /// holds, or a finished one (which never changes again).
     pub(crate) fn put(&self, task: &UploadTask) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let finished_now = task.task_status.is_terminal();
+        if !finished_now && task.lease_owner.is_none() {
+            // Waiting: any node may claim it next, so it is not cached.
+            inner.tasks.remove(&task.task_id);
+            return;
+        }
         let was_finished = inner
             .tasks
             .get(&task.task_id)
@@ -73,7 +93,9 @@ mod tests {
     #[test]
     fn unfinished_tasks_stay_and_finished_ones_are_bounded() {
         let cache = TaskCache::default();
-        let running = task();
+        let mut running = task();
+        running.task_status = TaskStatus::Running;
+        running.lease_owner = Some("n1".into());
         cache.put(&running);
         for _ in 0..FINISHED_KEPT + 5 {
             let mut done = task();
@@ -82,5 +104,7 @@ mod tests {
         }
         assert!(cache.get(running.task_id).is_some());
         assert_eq!(cache.inner.read().unwrap().tasks.len(), FINISHED_KEPT + 1);
+        cache.forget_live(running.task_id);
+        assert!(cache.get(running.task_id).is_none());
     }
 }

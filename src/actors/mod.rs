@@ -104,7 +104,7 @@ impl Actors {
             let _ = self
                 .registry
                 .call(
-                    |reply| RegistryMsg::Flush { reply: Some(reply) },
+                    |reply| RegistryMsg::Heartbeat { reply: Some(reply) },
                     Some(within),
                 )
                 .await;

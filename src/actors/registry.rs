@@ -1,37 +1,31 @@
-//! `TaskRegistry`: the only writer of task state. It keeps the live view of
-//! unfinished tasks in memory (progress changes many times a second and is
-//! persisted at most once a second), writes every status change through
-//! the store at once, answers status and list queries, and publishes each
-//! change for the event stream. At start it spawns the supervisor and hands
-//! it every unfinished task, oldest first.
+//! `TaskRegistry`: this node's writer of task state. The database is the
+//! truth every node shares; the registry keeps the tasks this node holds
+//! (their live progress changes many times a second and is saved with the
+//! lease renewal, at most once a heartbeat), writes every status change
+//! through the store at once — fenced by the task's lease — answers status
+//! and list queries, and publishes each change for this node's event
+//! streams. At start it spawns the supervisor, which claims work.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::supervisor::{MAX_ATTEMPTS, SupervisorArgs, SupervisorMsg, UploadSupervisor};
+use super::supervisor::{CANCEL_ANSWER, SupervisorArgs, SupervisorMsg, UploadSupervisor};
 use super::{Fetchers, TaskCache};
 use crate::error::{AppError, ErrorCode};
-use crate::store::{ModelRecord, Progress, Store, StoreError, TaskFilter, TaskStatus, UploadTask};
-
-/// How often dirty progress is written to the database.
-const PERSIST_EVERY: Duration = Duration::from_secs(1);
+use crate::store::files::ModelFiles;
+use crate::store::tasks::SubmitRefusal;
+use crate::store::{Lease, ModelRecord, Progress, Store, StoreError, TaskFilter, UploadTask};
 
 pub enum RegistryMsg {
-    /// Stores a new PENDING task and queues it, unless the same model is in flight.
+    /// Stores a new PENDING task, unless the model is stored or in flight.
     Submit {
         task: Box<UploadTask>,
         reply: RpcReplyPort<Result<UploadTask, AppError>>,
-    },
-    /// The PENDING or RUNNING task for this model, if any.
-    FindInFlight {
-        task: Box<UploadTask>,
-        reply: RpcReplyPort<Result<Option<UploadTask>, AppError>>,
     },
     Get {
         id: Uuid,
@@ -41,32 +35,43 @@ pub enum RegistryMsg {
         filter: TaskFilter,
         reply: RpcReplyPort<Result<(Vec<UploadTask>, u64), AppError>>,
     },
-    /// Cancels a PENDING or RUNNING task; the supervisor answers once the
-    /// worker has stopped and the partial files are gone.
+    /// Cancels a PENDING or RUNNING task, on whichever node runs it; the
+    /// answer comes once its worker has stopped and its files are gone.
     Cancel {
         id: Uuid,
         reply: RpcReplyPort<Result<UploadTask, AppError>>,
     },
-    /// From the supervisor: attempt number `attempt` of the task starts now.
-    AttemptStarted { id: Uuid, attempt: u32 },
-    /// From the supervisor: an attempt failed and the task waits out its
-    /// backoff with no worker, so it is PENDING until the next attempt
-    /// starts (and does not count against the RUNNING limit).
-    RetryWaiting { id: Uuid },
+    /// From the supervisor: this node claimed the task.
+    Claimed { task: Box<UploadTask>, lease: Lease },
+    /// From the supervisor: tasks ended by the database (their last
+    /// attempt died with its node); shown to this node's followers.
+    Ended(Vec<UploadTask>),
     /// From a worker: bytes and files moved so far.
     Progress { id: Uuid, progress: Progress },
     /// From a worker: the files are installed; register the model and mark
-    /// the task DONE. Answers `false` when the task was cancelled meanwhile,
-    /// and the worker then removes what it installed.
+    /// the task DONE in one fenced transaction. Answers `false` when the
+    /// lease is gone (cancelled, or taken over) or the model exists; the
+    /// worker then removes what it installed.
     Completed {
         id: Uuid,
         model: Box<ModelRecord>,
         reply: RpcReplyPort<Result<bool, AppError>>,
     },
     /// The task failed for good.
-    Failed { id: Uuid, message: String },
-    /// Persists dirty progress; sent by a timer and at shutdown.
-    Flush { reply: Option<RpcReplyPort<()>> },
+    Failed {
+        id: Uuid,
+        message: String,
+        code: Option<String>,
+    },
+    /// From the supervisor: an attempt failed; the task waits out `backoff`
+    /// as PENDING, and any node may run the retry.
+    RetryLater { id: Uuid, backoff: Duration },
+    /// From the supervisor: the worker stopped because the node stops; the
+    /// task is given back and the attempt does not count.
+    Release { id: Uuid },
+    /// Renews the leases of held tasks and saves their progress; sent by
+    /// a timer and at shutdown.
+    Heartbeat { reply: Option<RpcReplyPort<()>> },
     /// The supervisor, for shutdown.
     Supervisor {
         reply: RpcReplyPort<ActorRef<SupervisorMsg>>,
@@ -80,45 +85,62 @@ pub struct RegistryArgs {
     pub fetchers: Arc<Fetchers>,
     pub events: broadcast::Sender<UploadTask>,
     pub cache: Arc<TaskCache>,
+    pub node: String,
+    pub lease: Duration,
+    /// This process opened an embedded database, which only one process
+    /// can: every lease in it belongs to a process that is gone.
+    pub sole_node: bool,
     pub max_concurrent_tasks: usize,
     pub retry_base: Duration,
 }
 
+/// A task this node holds.
+struct Held {
+    task: UploadTask,
+    lease: Lease,
+    /// Progress moved since the last save.
+    dirty: bool,
+}
+
 pub struct RegistryState {
     store: Store,
+    files: ModelFiles,
     events: broadcast::Sender<UploadTask>,
     cache: Arc<TaskCache>,
     supervisor: ActorRef<SupervisorMsg>,
-    /// Unfinished tasks, with whether their progress awaits persisting.
-    live: HashMap<Uuid, (UploadTask, bool)>,
+    lease: Duration,
+    held: HashMap<Uuid, Held>,
+}
+
+/// How often leases are renewed: a third of the lease, and at least once a
+/// second so that a cancel sent to another node stops the worker quickly.
+fn heartbeat_every(lease: Duration) -> Duration {
+    (lease / 3).min(Duration::from_secs(1))
 }
 
 impl RegistryState {
-    /// Shows a change to the status route and to the event streams.
+    /// Shows a change to the status route and to this node's event streams.
     fn publish(&self, task: &UploadTask) {
         self.cache.put(task);
         // No subscriber is normal: nobody is watching.
         let _ = self.events.send(task.clone());
     }
 
-    /// Writes a status change of a live task, publishes it, and forgets the
-    /// task once it is terminal.
-    async fn record(&mut self, task: UploadTask) -> Result<UploadTask, StoreError> {
-        self.store.save_task(&task).await?;
-        self.publish(&task);
-        if task.task_status.is_terminal() {
-            self.live.remove(&task.task_id);
-        } else {
-            self.live.insert(task.task_id, (task.clone(), false));
+    /// Publishes the task as a fenced write left it, and forgets it as held.
+    fn let_go(&mut self, id: Uuid, written: Option<UploadTask>) {
+        self.held.remove(&id);
+        self.cache.forget_live(id);
+        if let Some(task) = written {
+            self.publish(&task);
         }
-        Ok(task)
     }
 
-    fn in_flight(&self, task: &UploadTask) -> Option<&UploadTask> {
-        self.live
-            .values()
-            .map(|(t, _)| t)
-            .find(|t| t.source == task.source && t.model_tag == task.model_tag)
+    /// The task with the live progress of this node's copy, if it holds it.
+    fn with_live_progress(&self, mut task: UploadTask) -> UploadTask {
+        if let Some(held) = self.held.get(&task.task_id) {
+            task.progress = held.task.progress;
+        }
+        task
     }
 }
 
@@ -136,56 +158,38 @@ impl Actor for TaskRegistry {
         myself: ActorRef<Self::Msg>,
         args: RegistryArgs,
     ) -> Result<RegistryState, ActorProcessingErr> {
+        if args.sole_node {
+            args.store.lapse_all_leases().await?;
+        } else {
+            args.store.lapse_leases_of(&args.node).await?;
+        }
+        // This node's leftovers: staging of unfinished tasks is kept for
+        // whichever node claims them next.
+        let unfinished = args.store.unfinished_task_ids().await?;
+        let files = args.fetchers.files.clone();
+        tokio::task::spawn_blocking(move || files.sweep_staging(&unfinished)).await?;
         let supervisor_args = SupervisorArgs {
             registry: myself.clone(),
             fetchers: args.fetchers.clone(),
+            node: args.node.clone(),
+            lease: args.lease,
             max_concurrent_tasks: args.max_concurrent_tasks,
             retry_base: args.retry_base,
         };
         let (supervisor, _) =
             Actor::spawn_linked(None, UploadSupervisor, supervisor_args, myself.get_cell()).await?;
-        let mut state = RegistryState {
+        myself.send_interval(heartbeat_every(args.lease), || RegistryMsg::Heartbeat {
+            reply: None,
+        });
+        Ok(RegistryState {
             store: args.store,
+            files: args.fetchers.files.clone(),
             events: args.events,
             cache: args.cache,
             supervisor,
-            live: HashMap::new(),
-        };
-        // Recovery: every unfinished task is taken up again, oldest first,
-        // its attempt count kept. A task that was RUNNING has no worker now,
-        // so it waits as PENDING until the supervisor starts one.
-        let unfinished = state.store.unfinished_tasks().await?;
-        let ids: Vec<Uuid> = unfinished.iter().map(|t| t.task_id).collect();
-        let files = args.fetchers.files.clone();
-        tokio::task::spawn_blocking(move || files.sweep_staging(&ids)).await?;
-        for mut task in unfinished {
-            if task.attempts >= MAX_ATTEMPTS {
-                // Stopped during its last attempt: another would be a fifth.
-                let now = Utc::now();
-                task.task_status = TaskStatus::Failed;
-                task.error_msg = Some(format!(
-                    "the service stopped during the last of {MAX_ATTEMPTS} attempts; upload the model again"
-                ));
-                task.updated_at = now;
-                task.finished_at = Some(now);
-                state.store.save_task(&task).await?;
-                args.fetchers.files.remove_task_staging(task.task_id);
-                continue;
-            }
-            if task.task_status == TaskStatus::Running {
-                task.task_status = TaskStatus::Pending;
-                task.updated_at = Utc::now();
-                state.store.save_task(&task).await?;
-            }
-            tracing::info!(task_id = %task.task_id, model_tag = %task.model_tag, attempts = task.attempts, "resuming task");
-            state.live.insert(task.task_id, (task.clone(), false));
-            state.cache.put(&task);
-            state
-                .supervisor
-                .cast(SupervisorMsg::Enqueue(Box::new(task)))?;
-        }
-        myself.send_interval(PERSIST_EVERY, || RegistryMsg::Flush { reply: None });
-        Ok(state)
+            lease: args.lease,
+            held: HashMap::new(),
+        })
     }
 
     async fn handle(
@@ -196,7 +200,8 @@ impl Actor for TaskRegistry {
     ) -> Result<(), ActorProcessingErr> {
         // A database hiccup must not take the registry down: the change is
         // logged and dropped (a waiting caller sees its reply port close and
-        // answers 500), and the registry keeps serving.
+        // answers 500; a lease not renewed lapses and another node resumes
+        // the task), and the registry keeps serving.
         if let Err(e) = apply(state, message).await {
             tracing::error!(error = %e, "the registry could not apply a change");
         }
@@ -237,39 +242,26 @@ impl Actor for TaskRegistry {
 async fn apply(state: &mut RegistryState, message: RegistryMsg) -> Result<(), ActorProcessingErr> {
     match message {
         RegistryMsg::Submit { task, reply } => {
-            // The route checked both before asking the hub, but another
-            // upload of the model may have finished meanwhile; models of
-            // remote uploads are registered only here, so this check and
-            // the insert below cannot be overtaken.
-            let answer = match state.in_flight(&task) {
-                Some(running) => Err(upload_in_progress(running)),
-                None => match state.store.find_model(task.source, &task.model_tag).await {
-                    Err(e) => Err(store_failure(e)),
-                    Ok(Some(_)) => Err(model_already_exists(&task)),
-                    Ok(None) => match state.store.insert_task(&task).await {
-                        Ok(()) => {
-                            state.live.insert(task.task_id, (*task.clone(), false));
-                            state.publish(&task);
-                            state
-                                .supervisor
-                                .cast(SupervisorMsg::Enqueue(task.clone()))?;
-                            Ok(*task)
-                        }
-                        Err(e) => Err(store_failure(e)),
-                    },
-                },
+            let answer = match state.store.submit_task(&task).await {
+                Ok(Ok(())) => {
+                    state.publish(&task);
+                    state.supervisor.cast(SupervisorMsg::Poll)?;
+                    Ok(*task)
+                }
+                Ok(Err(SubmitRefusal::ModelExists)) => Err(model_already_exists(&task)),
+                Ok(Err(SubmitRefusal::InFlight(running))) => Err(upload_in_progress(&running)),
+                Err(e) => Err(store_failure(e)),
             };
             let _ = reply.send(answer);
         }
-        RegistryMsg::FindInFlight { task, reply } => {
-            let _ = reply.send(Ok(state.in_flight(&task).cloned()));
-        }
         RegistryMsg::Get { id, reply } => {
-            let answer = match state.live.get(&id) {
-                Some((task, _)) => Ok(Some(task.clone())),
+            let answer = match state.held.get(&id) {
+                Some(held) => Ok(Some(held.task.clone())),
                 None => state.store.get_task(id).await.map_err(store_failure),
             };
-            if let Ok(Some(task)) = &answer {
+            if let Ok(Some(task)) = &answer
+                && task.task_status.is_terminal()
+            {
                 state.cache.put(task);
             }
             let _ = reply.send(answer);
@@ -280,125 +272,107 @@ async fn apply(state: &mut RegistryState, message: RegistryMsg) -> Result<(), Ac
                 .list_tasks(&filter)
                 .await
                 .map_err(store_failure)
-                .map(|(mut items, total)| {
-                    for item in &mut items {
-                        if let Some((live, _)) = state.live.get(&item.task_id) {
-                            *item = live.clone();
-                        }
-                    }
+                .map(|(items, total)| {
+                    let items = items
+                        .into_iter()
+                        .map(|t| state.with_live_progress(t))
+                        .collect();
                     (items, total)
                 });
             let _ = reply.send(answer);
         }
-        RegistryMsg::Cancel { id, reply } => {
-            let Some((mut task, _)) = state.live.get(&id).cloned() else {
-                let answer = match state.store.get_task(id).await {
-                    Ok(Some(task)) => Err(AppError::new(
-                        ErrorCode::TaskFinished,
-                        format!(
-                            "task {id} already ended as {}; there is nothing to cancel",
-                            task.task_status.as_str()
-                        ),
-                    )),
-                    Ok(None) => Err(AppError::new(
-                        ErrorCode::NotFound,
-                        format!("no task has the id {id}"),
-                    )),
-                    Err(e) => Err(store_failure(e)),
-                };
-                let _ = reply.send(answer);
-                return Ok(());
-            };
-            let now = Utc::now();
-            task.task_status = TaskStatus::Cancelled;
-            task.updated_at = now;
-            task.finished_at = Some(now);
-            match state.record(task.clone()).await {
-                Ok(task) => state.supervisor.cast(SupervisorMsg::Cancel {
-                    task: Box::new(task),
-                    reply,
-                })?,
-                Err(e) => {
-                    let _ = reply.send(Err(store_failure(e)));
-                }
-            }
+        RegistryMsg::Cancel { id, reply } => cancel(state, id, reply).await?,
+        RegistryMsg::Claimed { task, lease } => {
+            state.publish(&task);
+            state.held.insert(
+                task.task_id,
+                Held {
+                    task: *task,
+                    lease,
+                    dirty: false,
+                },
+            );
         }
-        RegistryMsg::AttemptStarted { id, attempt } => {
-            if let Some((mut task, _)) = state.live.get(&id).cloned() {
-                let now = Utc::now();
-                task.task_status = TaskStatus::Running;
-                task.attempts = attempt;
-                task.error_msg = None;
-                task.started_at.get_or_insert(now);
-                task.updated_at = now;
-                state.record(task).await?;
-            }
-        }
-        RegistryMsg::RetryWaiting { id } => {
-            if let Some((mut task, _)) = state.live.get(&id).cloned() {
-                task.task_status = TaskStatus::Pending;
-                task.updated_at = Utc::now();
-                state.record(task).await?;
+        RegistryMsg::Ended(tasks) => {
+            for task in tasks {
+                state.publish(&task);
             }
         }
         RegistryMsg::Progress { id, progress } => {
-            if let Some((task, dirty)) = state.live.get_mut(&id)
-                && task.progress != progress
+            if let Some(held) = state.held.get_mut(&id)
+                && held.task.progress != progress
             {
-                task.progress = progress;
-                task.updated_at = Utc::now();
-                *dirty = true;
-                state.cache.put(task);
-                let _ = state.events.send(task.clone());
+                held.task.progress = progress;
+                held.task.updated_at = chrono::Utc::now();
+                held.dirty = true;
+                state.cache.put(&held.task);
+                let _ = state.events.send(held.task.clone());
             }
         }
         RegistryMsg::Completed { id, model, reply } => {
-            let Some((mut task, _)) = state.live.get(&id).cloned() else {
+            let Some((lease, progress)) = state
+                .held
+                .get(&id)
+                .map(|h| (h.lease.clone(), h.task.progress))
+            else {
                 let _ = reply.send(Ok(false));
                 return Ok(());
             };
-            let now = Utc::now();
-            task.task_status = TaskStatus::Done;
-            task.model_id = Some(model.model_id);
-            task.progress.bytes_done = task.progress.bytes_total;
-            task.progress.files_done = task.progress.files_total;
-            task.updated_at = now;
-            task.finished_at = Some(now);
-            match state.store.complete_task(&task, &model).await {
+            match state.store.complete_task(&lease, progress, &model).await {
                 Ok(()) => {
-                    state.live.remove(&id);
-                    state.publish(&task);
+                    let done = state.store.get_task(id).await?;
+                    state.let_go(id, done);
                     let _ = reply.send(Ok(true));
                 }
+                Err(StoreError::LeaseLost) => {
+                    tracing::info!(task_id = %id, "the task was cancelled or taken over before its model was registered");
+                    state.let_go(id, None);
+                    let _ = reply.send(Ok(false));
+                }
                 Err(StoreError::Duplicate { .. }) => {
+                    let _ = reply.send(Ok(false));
                     let message = format!(
                         "the model '{}' ({}) was registered by another upload meanwhile",
-                        task.model_tag,
-                        task.source.as_str()
+                        model.model_tag,
+                        model.source.as_str()
                     );
-                    fail(state, id, message).await?;
-                    let _ = reply.send(Ok(false));
+                    let failed = state.store.fail_task(&lease, &message, None).await?;
+                    state.let_go(id, failed);
                 }
                 Err(e) => {
                     tracing::error!(task_id = %id, error = %e, "could not register a finished model");
                     let _ = reply.send(Ok(false));
-                    fail(
-                        state,
-                        id,
-                        "the model could not be registered in the database".into(),
-                    )
-                    .await?;
+                    let message = "the model could not be registered in the database";
+                    let failed = state.store.fail_task(&lease, message, None).await?;
+                    state.let_go(id, failed);
                 }
             }
         }
-        RegistryMsg::Failed { id, message } => fail(state, id, message).await?,
-        RegistryMsg::Flush { reply } => {
-            for (task, dirty) in state.live.values_mut() {
-                if *dirty {
-                    state.store.save_task(task).await?;
-                    *dirty = false;
-                }
+        RegistryMsg::Failed { id, message, code } => {
+            if let Some(lease) = state.held.get(&id).map(|h| h.lease.clone()) {
+                let failed = state
+                    .store
+                    .fail_task(&lease, &message, code.as_deref())
+                    .await?;
+                state.let_go(id, failed);
             }
+        }
+        RegistryMsg::RetryLater { id, backoff } => {
+            if let Some(held) = state.held.get(&id) {
+                let (lease, progress) = (held.lease.clone(), held.task.progress);
+                let waiting = state.store.retry_later(&lease, backoff, progress).await?;
+                state.let_go(id, waiting);
+            }
+        }
+        RegistryMsg::Release { id } => {
+            if let Some(held) = state.held.get(&id) {
+                let (lease, progress) = (held.lease.clone(), held.task.progress);
+                let released = state.store.release(&lease, progress).await?;
+                state.let_go(id, released);
+            }
+        }
+        RegistryMsg::Heartbeat { reply } => {
+            renew_leases(state).await;
             if let Some(reply) = reply {
                 let _ = reply.send(());
             }
@@ -408,6 +382,102 @@ async fn apply(state: &mut RegistryState, message: RegistryMsg) -> Result<(), Ac
         }
     }
     Ok(())
+}
+
+/// Renews every held lease, saving progress that moved. A lease that is
+/// gone (cancelled on another node, or taken over after this node stalled)
+/// stops its worker.
+async fn renew_leases(state: &mut RegistryState) {
+    let ids: Vec<Uuid> = state.held.keys().copied().collect();
+    for id in ids {
+        let Some(held) = state.held.get(&id) else {
+            continue;
+        };
+        let progress = held.dirty.then_some(held.task.progress);
+        match state.store.renew(&held.lease, state.lease, progress).await {
+            Ok(true) => {
+                if let Some(held) = state.held.get_mut(&id) {
+                    held.dirty = false;
+                }
+            }
+            Ok(false) => {
+                tracing::info!(task_id = %id, "the task's lease is gone; stopping its worker");
+                let now = state.store.get_task(id).await.ok().flatten();
+                state.let_go(id, now);
+                let _ = state.supervisor.cast(SupervisorMsg::LeaseLost(id));
+            }
+            // The database did not answer: try again at the next beat; the
+            // lease lapses if this goes on, and another node takes over.
+            Err(e) => tracing::warn!(task_id = %id, error = %e, "could not renew a lease"),
+        }
+    }
+}
+
+/// Cancels in the database (any node may hold the task), then lets the
+/// holder stop: this node's supervisor when the task is held here, the
+/// other node at its next heartbeat otherwise.
+async fn cancel(
+    state: &mut RegistryState,
+    id: Uuid,
+    reply: RpcReplyPort<Result<UploadTask, AppError>>,
+) -> Result<(), ActorProcessingErr> {
+    // Read first, as a hint of who to wait for: a task another node runs
+    // removes its own files; a waiting one has no worker to do it.
+    let before = state.store.get_task(id).await.ok().flatten();
+    let cancelled = match state.store.cancel_task(id).await {
+        Ok(Some(task)) => task,
+        Ok(None) => {
+            let answer = match state.store.get_task(id).await {
+                Ok(Some(task)) => Err(AppError::new(
+                    ErrorCode::TaskFinished,
+                    format!(
+                        "task {id} already ended as {}; there is nothing to cancel",
+                        task.task_status.as_str()
+                    ),
+                )),
+                Ok(None) => Err(AppError::new(
+                    ErrorCode::NotFound,
+                    format!("no task has the id {id}"),
+                )),
+                Err(e) => Err(store_failure(e)),
+            };
+            let _ = reply.send(answer);
+            return Ok(());
+        }
+        Err(e) => {
+            let _ = reply.send(Err(store_failure(e)));
+            return Ok(());
+        }
+    };
+    let held_here = state.held.contains_key(&id);
+    state.let_go(id, Some(cancelled.clone()));
+    if held_here {
+        state.supervisor.cast(SupervisorMsg::Cancel {
+            task: Box::new(cancelled),
+            reply,
+        })?;
+    } else {
+        let running_elsewhere =
+            before.is_some_and(|t| t.task_status == crate::store::TaskStatus::Running);
+        let files = state.files.clone();
+        tokio::spawn(async move {
+            if running_elsewhere {
+                await_staging_removed(&files, id).await;
+            }
+            let _ = tokio::task::spawn_blocking(move || files.remove_task_staging_anywhere(id)).await;
+            let _ = reply.send(Ok(cancelled));
+        });
+    }
+    Ok(())
+}
+
+/// Waits, up to `CANCEL_ANSWER`, for the node running a cancelled task to
+/// remove its staging folder (it sees the cancel at its next heartbeat).
+async fn await_staging_removed(files: &ModelFiles, id: Uuid) {
+    let deadline = tokio::time::Instant::now() + CANCEL_ANSWER;
+    while files.has_staging_anywhere(id) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The 409 for a second upload of a model already in flight.
@@ -427,17 +497,4 @@ pub fn upload_in_progress(running: &UploadTask) -> AppError {
 /// The 409 for an upload of a model the store already holds.
 fn model_already_exists(task: &UploadTask) -> AppError {
     AppError::model_exists(task.source.as_str(), &task.model_tag)
-}
-
-/// Marks a live task FAILED with `message`.
-async fn fail(state: &mut RegistryState, id: Uuid, message: String) -> Result<(), StoreError> {
-    if let Some((mut task, _)) = state.live.get(&id).cloned() {
-        let now = Utc::now();
-        task.task_status = TaskStatus::Failed;
-        task.error_msg = Some(message);
-        task.updated_at = now;
-        task.finished_at = Some(now);
-        state.record(task).await?;
-    }
-    Ok(())
 }

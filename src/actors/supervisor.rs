@@ -1,11 +1,12 @@
-//! `UploadSupervisor`: keeps the FIFO queue of tasks, runs at most
-//! `max_concurrent_tasks` workers (one `UploadWorker` per attempt, spawned
-//! linked), and owns the retry policy: a worker that fails is a transient
-//! failure, retried after an exponential backoff with jitter until the task
-//! has made `MAX_ATTEMPTS` attempts. It never sleeps in a handler: a retry
-//! is a message scheduled with `send_after`.
+//! `UploadSupervisor`: claims tasks from the database while this node has
+//! room (`max_concurrent_tasks` workers, one `UploadWorker` per attempt,
+//! spawned linked), and owns the retry policy: a worker that fails is a
+//! transient failure, retried after an exponential backoff with jitter
+//! until the task has made `MAX_ATTEMPTS` attempts. The queue is the
+//! database — oldest claimable task first, on whichever node has room — and
+//! a retry's backoff is a time written there, so any node can run it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,30 +19,35 @@ use super::Fetchers;
 use super::registry::RegistryMsg;
 use super::worker::{UploadWorker, WorkerArgs};
 use crate::error::AppError;
-use crate::store::UploadTask;
+use crate::store::{Lease, UploadTask};
 
 /// The first attempt and three retries.
 pub const MAX_ATTEMPTS: u32 = 4;
 
 /// Longest a cancel waits for its worker to stop before it is answered
 /// anyway (the contract is 5 s; blocking work stops at its next checkpoint).
-const CANCEL_ANSWER: Duration = Duration::from_secs(4);
+pub(crate) const CANCEL_ANSWER: Duration = Duration::from_secs(4);
+
+/// How often an idle node looks for work; a submit on this node, and every
+/// worker that ends, look at once.
+const POLL_EVERY: Duration = Duration::from_millis(200);
 
 pub enum SupervisorMsg {
-    /// A new or recovered task; it waits its turn.
-    Enqueue(Box<UploadTask>),
+    /// Look for claimable tasks (a timer, a submit, a worker that ended).
+    Poll,
     /// The registry has marked the task CANCELLED; stop its work, remove its
     /// partial files, then answer.
     Cancel {
         task: Box<UploadTask>,
         reply: CancelReply,
     },
-    /// The backoff of a task is over.
-    RetryDue(Uuid),
+    /// The task's lease is gone (cancelled on another node, or taken
+    /// over): stop its worker and drop this node's copy of its files.
+    LeaseLost(Uuid),
     /// A cancelled task's worker has not stopped within `CANCEL_ANSWER`:
     /// answer the cancel now; its files go when the worker does.
     CancelOverdue(Uuid),
-    /// Shutdown: start nothing more, let running workers stop at a point
+    /// Shutdown: claim nothing more, let running workers stop at a point
     /// they can resume from (partial files kept), answer when none runs.
     Drain(RpcReplyPort<()>),
 }
@@ -54,23 +60,30 @@ type CancelReply = RpcReplyPort<Result<UploadTask, AppError>>;
 pub struct SupervisorArgs {
     pub registry: ActorRef<RegistryMsg>,
     pub fetchers: Arc<Fetchers>,
+    pub node: String,
+    pub lease: Duration,
     pub max_concurrent_tasks: usize,
     pub retry_base: Duration,
+}
+
+/// Why a running worker is being stopped.
+enum Stopping {
+    /// The user cancelled: remove the task's files once the worker is gone,
+    /// and answer the cancel (with the task as recorded) then or at
+    /// `CancelOverdue`, whichever comes first.
+    Cancelled(Option<CancelReply>, Box<UploadTask>),
+    /// The lease is gone; the files are no longer this node's.
+    LeaseLost,
 }
 
 struct Running {
     task: UploadTask,
     cancel: CancellationToken,
-    /// Set when the user cancelled: remove the task's files once the worker
-    /// is gone, and answer the cancel (with the task as the registry
-    /// recorded it) then or at `CancelOverdue`, whichever comes first.
-    cancelled: Option<(Option<CancelReply>, Box<UploadTask>)>,
+    stopping: Option<Stopping>,
 }
 
 pub struct SupervisorState {
     args: SupervisorArgs,
-    queue: VecDeque<UploadTask>,
-    backing_off: HashMap<Uuid, UploadTask>,
     running: HashMap<ActorId, Running>,
     /// Set by `Drain`: no worker starts any more.
     shutting_down: bool,
@@ -79,39 +92,81 @@ pub struct SupervisorState {
 }
 
 impl SupervisorState {
-    /// Starts queued tasks while there is room.
-    async fn start_ready(
+    /// Claims tasks while there is room.
+    async fn claim_ready(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
     ) -> Result<(), ActorProcessingErr> {
-        while !self.shutting_down && self.running.len() < self.args.max_concurrent_tasks {
-            let Some(mut task) = self.queue.pop_front() else {
-                break;
-            };
-            task.attempts += 1;
-            self.args.registry.cast(RegistryMsg::AttemptStarted {
-                id: task.task_id,
-                attempt: task.attempts,
-            })?;
-            let cancel = CancellationToken::new();
-            let worker_args = WorkerArgs {
-                task: task.clone(),
-                registry: self.args.registry.clone(),
-                fetchers: self.args.fetchers.clone(),
-                cancel: cancel.clone(),
-            };
-            let (worker, _) =
-                Actor::spawn_linked(None, UploadWorker, worker_args, myself.get_cell()).await?;
-            tracing::info!(task_id = %task.task_id, attempt = task.attempts, "attempt started");
-            self.running.insert(
-                worker.get_id(),
-                Running {
-                    task,
-                    cancel,
-                    cancelled: None,
-                },
-            );
+        if self.shutting_down || self.running.len() >= self.args.max_concurrent_tasks {
+            return Ok(());
         }
+        let store = self.args.fetchers.store.clone();
+        match store.fail_interrupted(MAX_ATTEMPTS).await {
+            Ok(ended) if !ended.is_empty() => {
+                for task in &ended {
+                    tracing::warn!(task_id = %task.task_id, "the last attempt died with its node; task failed");
+                }
+                let ids: Vec<Uuid> = ended.iter().map(|t| t.task_id).collect();
+                let files = self.args.fetchers.files.clone();
+                tokio::task::spawn_blocking(move || {
+                    ids.into_iter()
+                        .for_each(|id| files.remove_task_staging_anywhere(id))
+                });
+                self.args.registry.cast(RegistryMsg::Ended(ended))?;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not look for interrupted tasks"),
+        }
+        while self.running.len() < self.args.max_concurrent_tasks {
+            let claimed = store
+                .claim_next(&self.args.node, self.args.lease, MAX_ATTEMPTS)
+                .await;
+            let (task, lease) = match claimed {
+                Ok(Some(claimed)) => claimed,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not claim a task; trying again shortly");
+                    break;
+                }
+            };
+            self.start_worker(myself, task, lease).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes over the task's partial files and starts its attempt.
+    async fn start_worker(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        task: UploadTask,
+        lease: Lease,
+    ) -> Result<(), ActorProcessingErr> {
+        let files = self.args.fetchers.files.clone();
+        let id = task.task_id;
+        tokio::task::spawn_blocking(move || files.adopt_staging(id)).await?;
+        self.args.registry.cast(RegistryMsg::Claimed {
+            task: Box::new(task.clone()),
+            lease: lease.clone(),
+        })?;
+        let cancel = CancellationToken::new();
+        let worker_args = WorkerArgs {
+            task: task.clone(),
+            lease,
+            registry: self.args.registry.clone(),
+            fetchers: self.args.fetchers.clone(),
+            cancel: cancel.clone(),
+        };
+        let (worker, _) =
+            Actor::spawn_linked(None, UploadWorker, worker_args, myself.get_cell()).await?;
+        tracing::info!(task_id = %id, attempt = task.attempts, "attempt started");
+        self.running.insert(
+            worker.get_id(),
+            Running {
+                task,
+                cancel,
+                stopping: None,
+            },
+        );
         Ok(())
     }
 
@@ -127,46 +182,53 @@ impl SupervisorState {
     }
 
     /// A worker stopped; what happens next depends on how.
-    fn worker_exited(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        id: ActorId,
-        failure: Option<String>,
-    ) {
+    fn worker_exited(&mut self, id: ActorId, failure: Option<String>) {
         let Some(running) = self.running.remove(&id) else {
             return;
         };
         let task = running.task;
-        if let Some((reply, cancelled)) = running.cancelled {
-            self.remove_staging_then(task.task_id, move || {
-                if let Some(reply) = reply {
-                    let _ = reply.send(Ok(*cancelled));
-                }
-            });
+        let registry = self.args.registry.clone();
+        match running.stopping {
+            Some(Stopping::Cancelled(reply, cancelled)) => {
+                self.remove_staging_then(task.task_id, move || {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(*cancelled));
+                    }
+                });
+                return;
+            }
+            Some(Stopping::LeaseLost) => {
+                self.remove_staging_then(task.task_id, || {});
+                return;
+            }
+            None => {}
+        }
+        if self.shutting_down {
+            // Cut short by a clean stop: given back, the attempt not counted.
+            let _ = registry.cast(RegistryMsg::Release { id: task.task_id });
             return;
         }
+        // A normal stop: the worker reported DONE or FAILED itself.
         let Some(cause) = failure else { return };
-        if self.shutting_down {
-            return; // interrupted by shutdown: resumed at the next start
-        }
         if task.attempts < MAX_ATTEMPTS {
-            let delay = self.backoff(task.attempts);
-            tracing::warn!(task_id = %task.task_id, attempt = task.attempts, ?delay, error = %cause, "attempt failed; retrying");
+            let backoff = self.backoff(task.attempts);
+            tracing::warn!(task_id = %task.task_id, attempt = task.attempts, ?backoff, error = %cause, "attempt failed; retrying");
             crate::metrics::RETRIES.inc();
-            let task_id = task.task_id;
-            let _ = self
-                .args
-                .registry
-                .cast(RegistryMsg::RetryWaiting { id: task_id });
-            self.backing_off.insert(task_id, task);
-            myself.send_after(delay, move || SupervisorMsg::RetryDue(task_id));
+            let _ = registry.cast(RegistryMsg::RetryLater {
+                id: task.task_id,
+                backoff,
+            });
         } else {
             tracing::warn!(task_id = %task.task_id, error = %cause, "attempt failed; no retry left");
             let message = format!("{cause} (gave up after {} attempts)", task.attempts);
-            let (registry, id) = (self.args.registry.clone(), task.task_id);
+            let id = task.task_id;
             // FAILED is recorded once the partial files are gone.
             self.remove_staging_then(id, move || {
-                let _ = registry.cast(RegistryMsg::Failed { id, message });
+                let _ = registry.cast(RegistryMsg::Failed {
+                    id,
+                    message,
+                    code: None,
+                });
             });
         }
     }
@@ -179,6 +241,10 @@ impl SupervisorState {
             files.remove_task_staging(task_id);
             then();
         });
+    }
+
+    fn running_task(&mut self, id: Uuid) -> Option<&mut Running> {
+        self.running.values_mut().find(|r| r.task.task_id == id)
     }
 
     fn answer_drain_when_idle(&mut self) {
@@ -197,13 +263,13 @@ impl Actor for UploadSupervisor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
+        myself.send_interval(POLL_EVERY, || SupervisorMsg::Poll);
+        myself.cast(SupervisorMsg::Poll)?;
         Ok(SupervisorState {
             args,
-            queue: VecDeque::new(),
-            backing_off: HashMap::new(),
             running: HashMap::new(),
             shutting_down: false,
             drained: None,
@@ -217,35 +283,34 @@ impl Actor for UploadSupervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::Enqueue(task) => state.queue.push_back(*task),
-            SupervisorMsg::RetryDue(id) => {
-                if let Some(task) = state.backing_off.remove(&id) {
-                    // A retry keeps its place ahead of tasks that came later.
-                    state.queue.push_front(task);
-                }
-            }
+            SupervisorMsg::Poll => {}
             SupervisorMsg::Cancel { task, reply } => {
                 let id = task.task_id;
-                let running = state.running.values_mut().find(|r| r.task.task_id == id);
-                if let Some(running) = running {
+                if let Some(running) = state.running_task(id) {
                     running.cancel.cancel();
-                    running.cancelled = Some((Some(reply), task));
+                    running.stopping = Some(Stopping::Cancelled(Some(reply), task));
                     myself.send_after(CANCEL_ANSWER, move || SupervisorMsg::CancelOverdue(id));
                 } else {
-                    state.queue.retain(|t| t.task_id != id);
-                    state.backing_off.remove(&id);
                     state.remove_staging_then(id, move || {
                         let _ = reply.send(Ok(*task));
                     });
                 }
             }
+            SupervisorMsg::LeaseLost(id) => {
+                if let Some(running) = state.running_task(id) {
+                    running.cancel.cancel();
+                    running.stopping.get_or_insert(Stopping::LeaseLost);
+                } else {
+                    state.remove_staging_then(id, || {});
+                }
+            }
             SupervisorMsg::CancelOverdue(id) => {
-                let overdue = state
-                    .running
-                    .values_mut()
-                    .filter(|r| r.task.task_id == id)
-                    .filter_map(|r| r.cancelled.as_mut())
-                    .find_map(|(reply, task)| reply.take().map(|reply| (reply, task.clone())));
+                let overdue = match state.running_task(id).and_then(|r| r.stopping.as_mut()) {
+                    Some(Stopping::Cancelled(reply, task)) => {
+                        reply.take().map(|reply| (reply, task.clone()))
+                    }
+                    _ => None,
+                };
                 if let Some((reply, task)) = overdue {
                     tracing::warn!(task_id = %id, "the cancelled worker is still stopping; answering the cancel now");
                     let _ = reply.send(Ok(*task));
@@ -260,7 +325,7 @@ impl Actor for UploadSupervisor {
                 state.answer_drain_when_idle();
             }
         }
-        state.start_ready(&myself).await
+        state.claim_ready(&myself).await
     }
 
     async fn handle_supervisor_evt(
@@ -271,15 +336,15 @@ impl Actor for UploadSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                state.worker_exited(&myself, cell.get_id(), None)
+                state.worker_exited(cell.get_id(), None)
             }
             SupervisionEvent::ActorFailed(cell, err) => {
-                state.worker_exited(&myself, cell.get_id(), Some(err.to_string()))
+                state.worker_exited(cell.get_id(), Some(err.to_string()))
             }
             SupervisionEvent::ActorStarted(_) => {}
             other => tracing::debug!(event = ?other, "supervisor event ignored"),
         }
         state.answer_drain_when_idle();
-        state.start_ready(&myself).await
+        state.claim_ready(&myself).await
     }
 }

@@ -3,12 +3,17 @@
 //! transient failure is returned as the handler's error, so the actor fails
 //! and the supervisor decides about a retry. Cancellation comes through the
 //! token, which the sources watch at every await.
+//!
+//! Installing is the one step that touches files other tasks and nodes
+//! share: it holds the reservation of the repository's folder from just
+//! before the files are renamed into place until the model is registered
+//! (or the installed files are taken away again), and checks the lease
+//! once more under it: a worker whose lease is gone installs nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio_util::sync::CancellationToken;
@@ -18,7 +23,8 @@ use super::Fetchers;
 use super::registry::RegistryMsg;
 use crate::sources::{ProgressSink, SourceError};
 use crate::store::files::{ModelFiles, remove_dir_if_present};
-use crate::store::{ModelFile, ModelRecord, Source, UploadTask};
+use crate::store::reservations::folder_key;
+use crate::store::{Lease, ModelFile, ModelRecord, Reservation, Source, UploadTask};
 
 /// How often progress is reported to the registry while an attempt runs.
 const REPORT_EVERY: Duration = Duration::from_millis(250);
@@ -27,6 +33,8 @@ pub struct UploadWorker;
 
 pub struct WorkerArgs {
     pub task: UploadTask,
+    /// The claim this attempt runs under; every write is fenced by it.
+    pub lease: Lease,
     pub registry: ActorRef<RegistryMsg>,
     pub fetchers: Arc<Fetchers>,
     pub cancel: CancellationToken,
@@ -63,14 +71,14 @@ impl Actor for UploadWorker {
             progress.clone(),
             state.registry.clone(),
         ));
-        let outcome = attempt(&state.fetchers, &state.task, &progress, &state.cancel).await;
+        let outcome = attempt(state, &progress).await;
         reporter.abort();
         let _ = state.registry.cast(RegistryMsg::Progress {
             id,
             progress: progress.snapshot(),
         });
         match outcome {
-            Ok(model) => {
+            Ok((model, reservation)) => {
                 let answer = state
                     .registry
                     .call(
@@ -95,13 +103,18 @@ impl Actor for UploadWorker {
                     let _ = tokio::task::spawn_blocking(move || files.remove_model(&model, shared))
                         .await;
                 }
+                reservation.release().await;
             }
             Err(SourceError::Cancelled) => tracing::info!(task_id = %id, "attempt cancelled"),
             Err(SourceError::Permanent(message)) => {
                 tracing::warn!(task_id = %id, error = %message, "task failed");
                 let files = state.fetchers.files.clone();
                 let _ = tokio::task::spawn_blocking(move || files.remove_task_staging(id)).await;
-                state.registry.cast(RegistryMsg::Failed { id, message })?;
+                state.registry.cast(RegistryMsg::Failed {
+                    id,
+                    message,
+                    code: None,
+                })?;
             }
             Err(SourceError::Transient(message)) => return Err(message.into()),
         }
@@ -129,16 +142,17 @@ async fn report_progress(id: Uuid, progress: ProgressSink, registry: ActorRef<Re
     }
 }
 
+/// A model installed in the store and not yet registered, with the
+/// reservation of its folder.
+type Installed = (ModelRecord, Reservation);
+
 /// One attempt: fetch into staging, validate, install, describe the model.
-async fn attempt(
-    fetchers: &Fetchers,
-    task: &UploadTask,
-    progress: &ProgressSink,
-    cancel: &CancellationToken,
-) -> Result<ModelRecord, SourceError> {
+async fn attempt(state: &WorkerArgs, progress: &ProgressSink) -> Result<Installed, SourceError> {
+    let (fetchers, task, cancel) = (&*state.fetchers, &state.task, &state.cancel);
+    let lease = &state.lease;
     match task.source {
-        Source::Huggingface => attempt_huggingface(fetchers, task, progress, cancel).await,
-        Source::Github => attempt_github(fetchers, task, progress, cancel).await,
+        Source::Huggingface => attempt_huggingface(fetchers, task, lease, progress, cancel).await,
+        Source::Github => attempt_github(fetchers, task, lease, progress, cancel).await,
         other => Err(SourceError::Permanent(format!(
             "uploads from {} are not supported by this server yet",
             other.as_str()
@@ -149,9 +163,10 @@ async fn attempt(
 async fn attempt_github(
     fetchers: &Fetchers,
     task: &UploadTask,
+    lease: &Lease,
     progress: &ProgressSink,
     cancel: &CancellationToken,
-) -> Result<ModelRecord, SourceError> {
+) -> Result<Installed, SourceError> {
     let request = &task.request;
     let staging = fetchers.files.task_staging(task.task_id);
     let fetched = fetchers
@@ -166,25 +181,21 @@ async fn attempt_github(
         fetched.commit.clone(),
         fetched.folder.clone(),
     );
-    let installed = install(fetchers, staging, move |files| {
+    let (installed, reservation) = install(fetchers, task, lease, staging, move |files| {
         files.install_github_folder(&repo, &commit, &folder)
     })
     .await?;
-    Ok(remote_model(
-        fetchers,
-        task,
-        fetched.commit,
-        &installed,
-        fetched.files,
-    ))
+    let model = remote_model(fetchers, task, fetched.commit, &installed, fetched.files);
+    Ok((model, reservation))
 }
 
 async fn attempt_huggingface(
     fetchers: &Fetchers,
     task: &UploadTask,
+    lease: &Lease,
     progress: &ProgressSink,
     cancel: &CancellationToken,
-) -> Result<ModelRecord, SourceError> {
+) -> Result<Installed, SourceError> {
     let request = &task.request;
     let staging = fetchers.files.task_staging(task.task_id);
     let blobs = fetchers.files.hf_repo_dir(&request.repo).join("blobs");
@@ -201,7 +212,7 @@ async fn attempt_huggingface(
         fetched.commit.clone(),
     );
     let staged = fetched.files.clone();
-    let snapshot = install(fetchers, staging, move |files| {
+    let (snapshot, reservation) = install(fetchers, task, lease, staging, move |files| {
         files.install_hf_snapshot(&repo_id, &revision, &commit, &staged)
     })
     .await?;
@@ -214,31 +225,56 @@ async fn attempt_huggingface(
             sha256: f.sha256,
         })
         .collect();
-    Ok(remote_model(
-        fetchers,
-        task,
-        fetched.commit,
-        &snapshot,
-        model_files,
-    ))
+    let model = remote_model(fetchers, task, fetched.commit, &snapshot, model_files);
+    Ok((model, reservation))
 }
 
-/// Runs `place` (renames into the store) off the async runtime, then removes
-/// the task's staging folder whatever happened.
+/// Longest an install waits for another install or delete of the same
+/// repository to finish.
+const RESERVE_WITHIN: Duration = Duration::from_secs(60);
+
+/// Reserves the repository's folder, checks the lease once more, and runs
+/// `place` (renames into the store) off the async runtime; the task's
+/// staging folder goes whatever happened. The reservation is held on
+/// success, until the model is registered.
 async fn install(
     fetchers: &Fetchers,
+    task: &UploadTask,
+    lease: &Lease,
     staging: PathBuf,
     place: impl FnOnce(&ModelFiles) -> std::io::Result<PathBuf> + Send + 'static,
-) -> Result<PathBuf, SourceError> {
+) -> Result<(PathBuf, Reservation), SourceError> {
+    let store = &fetchers.store;
+    let key = folder_key(task.source, &task.request.repo);
+    let holder = format!("task:{}", task.task_id);
+    let reservation = store
+        .reserve(&key, &holder, RESERVE_WITHIN)
+        .await
+        .map_err(|e| SourceError::Transient(format!("could not reserve the model's folder: {e}")))?;
+    match store.holds(lease).await {
+        Ok(true) => {}
+        held => {
+            reservation.release().await;
+            return Err(match held {
+                Err(e) => SourceError::Transient(format!("could not check the task's lease: {e}")),
+                _ => SourceError::Cancelled,
+            });
+        }
+    }
     let files = fetchers.files.clone();
-    tokio::task::spawn_blocking(move || {
+    let placed = tokio::task::spawn_blocking(move || {
         let placed = place(&files);
         remove_dir_if_present(&staging);
         placed
     })
-    .await
-    .map_err(|e| SourceError::Transient(format!("installing the files stopped: {e}")))?
-    .map_err(|e| SourceError::Transient(format!("could not install the files in the store: {e}")))
+    .await;
+    let failure = match placed {
+        Ok(Ok(path)) => return Ok((path, reservation)),
+        Ok(Err(e)) => format!("could not install the files in the store: {e}"),
+        Err(e) => format!("installing the files stopped: {e}"),
+    };
+    reservation.release().await;
+    Err(SourceError::Transient(failure))
 }
 
 /// The record of a model fetched by a remote task, installed at `folder`.
@@ -249,18 +285,12 @@ fn remote_model(
     folder: &Path,
     files: Vec<ModelFile>,
 ) -> ModelRecord {
-    let now = Utc::now();
-    ModelRecord {
-        model_id: Uuid::now_v7(),
-        model_tag: task.model_tag.clone(),
-        name: task.request.repo.clone(),
-        source: task.source,
-        revision: Some(task.request.revision.clone()),
-        commit_sha: Some(commit),
-        path: fetchers.files.relative(folder),
-        size_bytes: files.iter().map(|f| f.size).sum(),
+    ModelRecord::new(
+        task.source,
+        task.model_tag.clone(),
+        task.request.repo.clone(),
+        Some((task.request.revision.clone(), commit)),
+        fetchers.files.relative(folder),
         files,
-        created_at: now,
-        updated_at: now,
-    }
+    )
 }

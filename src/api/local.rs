@@ -12,7 +12,6 @@ mod body;
 use std::path::Path as FsPath;
 use std::sync::Arc;
 
-use chrono::Utc;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
@@ -30,11 +29,11 @@ use crate::sources::local_zip::{
     self, GuardedArchive, LocalZipError, PlannedModel, Rejection, StagedModel,
 };
 use crate::store::files::remove_dir_if_present;
+use crate::store::reservations::folder_key;
 use crate::store::{ModelFile, ModelRecord, Source};
 
-/// Installs run one at a time, so that "is the tag free", the rename and
-/// the registration cannot interleave between two uploads of one model.
-static INSTALLS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Longest an install waits for another install or delete of the same tag.
+const RESERVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A model the upload could not use, and why.
 #[derive(Debug, Clone, Object)]
@@ -291,11 +290,26 @@ enum Installed {
     AlreadyThere(String),
 }
 
-/// Moves a staged model into `models/local/{tag}/` and registers it; a
-/// model that got stored meanwhile is reported as already there, and a
-/// registration that fails takes the installed folder away again.
+/// Moves a staged model into `models/local/{tag}/` and registers it, under
+/// the tag's reservation so that "is the tag free", the rename and the
+/// registration cannot interleave with another upload or a delete of the
+/// tag on any node; a model that got stored meanwhile is reported as
+/// already there, and a registration that fails takes the installed folder
+/// away again.
 async fn install(state: &AppState, model: StagedModel) -> Result<Installed, AppError> {
-    let _one_at_a_time = INSTALLS.lock().await;
+    let key = folder_key(Source::Local, &model.tag);
+    let holder = format!("upload:{}", Uuid::new_v4());
+    let reservation = state
+        .store
+        .reserve(&key, &holder, RESERVE_WITHIN)
+        .await
+        .map_err(AppError::internal)?;
+    let installed = install_reserved(state, model).await;
+    reservation.release().await;
+    installed
+}
+
+async fn install_reserved(state: &AppState, model: StagedModel) -> Result<Installed, AppError> {
     if is_stored(state, &model.tag).await? {
         return Ok(Installed::AlreadyThere(model.tag));
     }
@@ -317,7 +331,6 @@ async fn install(state: &AppState, model: StagedModel) -> Result<Installed, AppE
 }
 
 fn local_record(state: &AppState, model: StagedModel, installed: &FsPath) -> ModelRecord {
-    let now = Utc::now();
     let files: Vec<ModelFile> = model
         .files
         .into_iter()
@@ -327,19 +340,14 @@ fn local_record(state: &AppState, model: StagedModel, installed: &FsPath) -> Mod
             sha256: f.sha256,
         })
         .collect();
-    ModelRecord {
-        model_id: Uuid::now_v7(),
-        model_tag: model.tag,
-        name: model.name,
-        source: Source::Local,
-        revision: None,
-        commit_sha: None,
-        path: state.files.relative(installed),
-        size_bytes: files.iter().map(|f| f.size).sum(),
+    ModelRecord::new(
+        Source::Local,
+        model.tag,
+        model.name,
+        None,
+        state.files.relative(installed),
         files,
-        created_at: now,
-        updated_at: now,
-    }
+    )
 }
 
 /// Runs file work on the blocking pool, off the request's thread.

@@ -20,7 +20,7 @@ use poem::web::Json;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler};
 use poem_openapi::{OpenApiService, Tags};
 
-use crate::actors::{Actors, RegistryMsg};
+use crate::actors::Actors;
 use crate::config::Config;
 use crate::error::AppError;
 use crate::sources::github::GitHub;
@@ -52,12 +52,12 @@ impl AppState {
                 &task.model_tag,
             ));
         }
-        let probe = Box::new(task.clone());
-        match self
-            .actors
-            .ask(|reply| RegistryMsg::FindInFlight { task: probe, reply })
-            .await?
-        {
+        let in_flight = self
+            .store
+            .find_in_flight(task.source, &task.model_tag)
+            .await
+            .map_err(AppError::internal)?;
+        match in_flight {
             Some(running) => Err(crate::actors::registry::upload_in_progress(&running)),
             None => Ok(()),
         }
@@ -145,15 +145,17 @@ async fn observe<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Respon
     result
 }
 
-/// 200 once the database answers and the actors run; 503 otherwise.
+/// 200 once the database answers and the actors run; 503 otherwise (the
+/// database unreachable included). Either way the body names the node.
 #[handler]
 async fn health(state: poem::web::Data<&Arc<AppState>>) -> Response {
+    let node = &state.config.node_id;
     if state.actors.is_running() && state.store.ping().await {
-        Json(serde_json::json!({"status": "ok"})).into_response()
+        Json(serde_json::json!({"status": "ok", "node": node})).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "unavailable"})),
+            Json(serde_json::json!({"status": "unavailable", "node": node})),
         )
             .into_response()
     }

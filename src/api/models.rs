@@ -14,7 +14,8 @@ use super::errors::{NOT_FOUND, Refusal};
 use super::objects::{Model, ModelList, Source};
 use super::{ApiTags, AppState};
 use crate::error::{AppError, ErrorCode};
-use crate::store::ModelRecord;
+use crate::store::reservations::folder_key;
+use crate::store::{ModelRecord, Source as StoredSource};
 
 #[derive(ApiResponse)]
 pub enum ModelFound {
@@ -110,6 +111,48 @@ impl ModelsApi {
     ) -> Result<ModelDeleted, Refusal<NOT_FOUND>> {
         let model = self.state.find_model(model_id.0).await?;
         let store = &self.state.store;
+        // The folder's reservation keeps installs of the same repository
+        // (which may link the blobs this delete would remove) out until the
+        // files are gone, on every node.
+        let key = model_folder_key(&model);
+        let holder = format!("delete:{}", model.model_id);
+        let reservation = store
+            .reserve(&key, &holder, RESERVE_WITHIN)
+            .await
+            .map_err(AppError::internal)?;
+        let deleted = self.delete_reserved(model).await;
+        reservation.release().await;
+        deleted?;
+        Ok(ModelDeleted::Deleted)
+    }
+}
+
+/// Longest a delete waits for an install of the same repository to finish.
+const RESERVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The reservation a model's files are under: its repository, or its local tag.
+fn model_folder_key(model: &ModelRecord) -> String {
+    match model.source {
+        StoredSource::Local => folder_key(model.source, &model.model_tag),
+        _ => folder_key(model.source, &model.name),
+    }
+}
+
+impl ModelsApi {
+    /// Removes the record, then the files no other model shares.
+    async fn delete_reserved(&self, model: ModelRecord) -> Result<(), AppError> {
+        let store = &self.state.store;
+        if store
+            .get_model(model.model_id)
+            .await
+            .map_err(AppError::internal)?
+            .is_none()
+        {
+            return Err(AppError::new(
+                ErrorCode::NotFound,
+                format!("no model has the id {}", model.model_id),
+            ));
+        }
         store
             .delete_model(model.model_id)
             .await
@@ -122,8 +165,7 @@ impl ModelsApi {
         let files = self.state.files.clone();
         tokio::task::spawn_blocking(move || files.remove_model(&model, shared))
             .await
-            .map_err(AppError::internal)?;
-        Ok(ModelDeleted::Deleted)
+            .map_err(AppError::internal)
     }
 }
 

@@ -6,12 +6,15 @@
 //! models/huggingface/models--{ns}--{name}/refs/{revision}    the commit
 //! models/github/{owner}/{repo}/{commit}/                      a GitHub model's files
 //! models/local/{model_tag}/                                   a local upload's files
-//! tmp/tasks/{task_id}/                                        a task's staging folder
-//! tmp/uploads/                                                bodies and staging of local uploads
+//! tmp/nodes/{node}/tasks/{task_id}/                            a task's staging folder
+//! tmp/nodes/{node}/uploads/                                    bodies and staging of local uploads
 //! ```
 //!
 //! Files reach `models/` only by rename from `tmp/` (same file system), so
-//! nothing half-written is ever visible there. This module knows paths and
+//! nothing half-written is ever visible there. Each node keeps its
+//! temporary files under its own folder and sweeps only that one; a task's
+//! staging folder moves to the node that claims the task (`adopt_staging`),
+//! so a takeover resumes the partial files. This module knows paths and
 //! renames; it knows nothing of HTTP or the database.
 
 use std::io;
@@ -33,16 +36,19 @@ pub struct StagedFile {
     pub sha256: String,
 }
 
-/// Paths of the model store, rooted at the data dir.
+/// Paths of the model store, rooted at the data dir, as one node sees them.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
     data_dir: PathBuf,
+    node: String,
 }
 
 impl ModelFiles {
-    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+    /// The store at `data_dir` for the node named `node`.
+    pub fn new(data_dir: impl Into<PathBuf>, node: &str) -> Self {
         Self {
             data_dir: data_dir.into(),
+            node: node.to_string(),
         }
     }
 
@@ -50,13 +56,18 @@ impl ModelFiles {
         &self.data_dir
     }
 
-    /// Where temporary files live; on the same file system as `models/`.
+    /// Where this node's temporary files live; on the same file system as `models/`.
     pub fn tmp_dir(&self) -> PathBuf {
-        self.data_dir.join("tmp")
+        self.nodes_dir().join(&self.node)
     }
 
-    /// The staging folder of one task; it survives retries and restarts so
-    /// that partial downloads can resume.
+    /// The parent of every node's temporary folder.
+    fn nodes_dir(&self) -> PathBuf {
+        self.data_dir.join("tmp").join("nodes")
+    }
+
+    /// The staging folder of one task on this node; it survives retries and
+    /// restarts so that partial downloads can resume.
     pub fn task_staging(&self, task_id: Uuid) -> PathBuf {
         self.tmp_dir().join("tasks").join(task_id.to_string())
     }
@@ -66,8 +77,60 @@ impl ModelFiles {
         remove_dir_if_present(&self.task_staging(task_id));
     }
 
-    /// Removes every staging folder whose task is not in `keep`: leftovers of
-    /// tasks that ended while the process was down.
+    /// Moves the staging folder of a task this node has just claimed from
+    /// the node that ran it before (a dead or stopped one, or this service
+    /// before it had nodes: `tmp/tasks/`), so its partial files resume here.
+    /// The lease makes this node the folder's only owner now.
+    pub fn adopt_staging(&self, task_id: Uuid) {
+        let mine = self.task_staging(task_id);
+        if mine.exists() {
+            return;
+        }
+        let Some(previous) = self.staging_anywhere(task_id).into_iter().next() else {
+            return;
+        };
+        let moved = mine
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::rename(&previous, &mine));
+        if let Err(e) = moved {
+            tracing::warn!(%task_id, error = %e, "could not take over a task's partial files; starting over");
+        }
+    }
+
+    /// The staging folders of a task on any node (and in the layout before
+    /// nodes).
+    fn staging_anywhere(&self, task_id: Uuid) -> Vec<PathBuf> {
+        let name = task_id.to_string();
+        let legacy = self.data_dir.join("tmp").join("tasks").join(&name);
+        let nodes = std::fs::read_dir(self.nodes_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|node| node.path().join("tasks").join(&name));
+        std::iter::once(legacy)
+            .chain(nodes)
+            .filter(|dir| dir.is_dir())
+            .collect()
+    }
+
+    /// Whether any node still has a staging folder for the task.
+    pub fn has_staging_anywhere(&self, task_id: Uuid) -> bool {
+        !self.staging_anywhere(task_id).is_empty()
+    }
+
+    /// Removes a finished task's staging folders wherever they are: no node
+    /// holds the task any more, so they are nobody's.
+    pub fn remove_task_staging_anywhere(&self, task_id: Uuid) {
+        for dir in self.staging_anywhere(task_id) {
+            remove_dir_if_present(&dir);
+        }
+    }
+
+    /// Removes everything in this node's temporary folder except the
+    /// staging folders of unfinished tasks (`keep`): leftovers of uploads
+    /// and tasks that ended while this node was down. Other nodes' folders
+    /// are theirs.
     pub fn sweep_staging(&self, keep: &[Uuid]) {
         let keep: Vec<String> = keep.iter().map(Uuid::to_string).collect();
         let tasks = self.tmp_dir().join("tasks");
@@ -250,8 +313,9 @@ impl ModelFiles {
 }
 
 /// The layout of local ZIP uploads: `models/local/{model_tag}/` for
-/// installed models and `tmp/uploads/` for request bodies and their staging
-/// folders while a request runs (swept at start like the rest of `tmp/`).
+/// installed models and this node's `tmp/nodes/{node}/uploads/` for request
+/// bodies and their staging folders while a request runs (swept at start
+/// like the rest of the node's temporary folder).
 impl ModelFiles {
     /// Where local models are installed, one folder per model tag.
     pub fn local_models_dir(&self) -> PathBuf {
@@ -370,7 +434,7 @@ mod tests {
     #[test]
     fn snapshot_links_resolve_to_blobs_and_removal_collects_them() {
         let root = tempfile::tempdir().unwrap();
-        let files = ModelFiles::new(root.path());
+        let files = ModelFiles::new(root.path(), "n1");
         let stage = root.path().join("stage");
         std::fs::create_dir_all(&stage).unwrap();
         let commit = "a".repeat(40);

@@ -34,6 +34,36 @@ pub struct ModelRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+impl ModelRecord {
+    /// A new model with a fresh id, its size the sum of its files'.
+    /// `pinned` is the revision asked for and the commit it resolved to
+    /// (`None` for a local upload); `path` is relative to the data dir.
+    pub fn new(
+        source: Source,
+        model_tag: String,
+        name: String,
+        pinned: Option<(String, String)>,
+        path: String,
+        files: Vec<ModelFile>,
+    ) -> Self {
+        let now = Utc::now();
+        let (revision, commit_sha) = pinned.unzip();
+        Self {
+            model_id: Uuid::now_v7(),
+            model_tag,
+            name,
+            source,
+            revision,
+            commit_sha,
+            path,
+            size_bytes: files.iter().map(|f| f.size).sum(),
+            files,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 impl Store {
     /// Registers a model; a model with the same source and tag is refused
     /// with `StoreError::Duplicate`.

@@ -1,15 +1,16 @@
 //! Upload tasks as they are stored: the `task` table, keyed by the task's
-//! UUID. Only the registry actor writes here; see `actors::registry`.
+//! UUID. This file submits and reads tasks; every write a running task
+//! makes is fenced by its lease and lives in `leases`.
 
 use chrono::{DateTime, Utc};
 use surrealdb::types::SurrealValue;
 use uuid::Uuid;
 
-use super::{ModelRecord, Store, StoreError};
+use super::{Store, StoreError, TASK_INFLIGHT_INDEX, checked};
 
 /// Where a model comes from; part of its identity with the model tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, SurrealValue)]
-#[surreal(rename_all = "UPPERCASE")]
+#[surreal(untagged, rename_all = "UPPERCASE")]
 pub enum Source {
     Huggingface,
     Github,
@@ -28,7 +29,7 @@ impl Source {
 
 /// The life of a task: PENDING → RUNNING → DONE | FAILED | CANCELLED.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, SurrealValue)]
-#[surreal(rename_all = "UPPERCASE")]
+#[surreal(untagged, rename_all = "UPPERCASE")]
 pub enum TaskStatus {
     Pending,
     Running,
@@ -93,6 +94,9 @@ pub struct UploadTask {
     pub task_status: TaskStatus,
     #[surreal(default)]
     pub error_msg: Option<String>,
+    /// The stable code of a failure, beside `error_msg` (e.g. `INTERRUPTED`).
+    #[surreal(default)]
+    pub error_code: Option<String>,
     pub attempts: u32,
     pub progress: Progress,
     #[surreal(default)]
@@ -104,6 +108,18 @@ pub struct UploadTask {
     pub started_at: Option<DateTime<Utc>>,
     #[surreal(default)]
     pub finished_at: Option<DateTime<Utc>>,
+    /// The node holding the task while it is RUNNING.
+    #[surreal(default)]
+    pub lease_owner: Option<String>,
+    /// When the lease lapses unless renewed; set from the database's clock.
+    #[surreal(default)]
+    pub lease_until: Option<DateTime<Utc>>,
+    /// The fencing token: one more at every claim and at a cancel.
+    #[surreal(default)]
+    pub lease_epoch: u64,
+    /// A retry's backoff: no node claims the task before this time.
+    #[surreal(default)]
+    pub not_before: Option<DateTime<Utc>>,
 }
 
 impl UploadTask {
@@ -116,6 +132,7 @@ impl UploadTask {
             source,
             task_status: TaskStatus::Pending,
             error_msg: None,
+            error_code: None,
             attempts: 0,
             progress: Progress::default(),
             model_id: None,
@@ -124,6 +141,10 @@ impl UploadTask {
             updated_at: now,
             started_at: None,
             finished_at: None,
+            lease_owner: None,
+            lease_until: None,
+            lease_epoch: 0,
+            not_before: None,
         }
     }
 }
@@ -140,59 +161,85 @@ pub struct TaskFilter {
 const FILTER: &str =
     "($status = NONE OR task_status = $status) AND ($source = NONE OR source = $source)";
 
+/// What stands in the way of a new task.
+#[derive(Debug)]
+pub enum SubmitRefusal {
+    /// The store holds the model already.
+    ModelExists,
+    /// Another task for the model is PENDING or RUNNING.
+    InFlight(Box<UploadTask>),
+}
+
+/// The columns a task is read with (`inflight_tag` is the index's business).
+pub(super) const TASK_COLUMNS: &str = "* OMIT id, inflight_tag";
+
 impl Store {
-    /// Stores a new task.
-    pub async fn insert_task(&self, task: &UploadTask) -> Result<(), StoreError> {
-        self.db()
-            .query("CREATE type::record('task', $id) CONTENT $task RETURN NONE")
-            .bind(("id", task.task_id.to_string()))
-            .bind(("task", task.clone()))
-            .await?
-            .check()
-            .map_err(StoreError::classify)?;
-        Ok(())
-    }
-
-    /// Replaces the stored task with `task`.
-    pub async fn save_task(&self, task: &UploadTask) -> Result<(), StoreError> {
-        self.db()
-            .query("UPDATE type::record('task', $id) CONTENT $task RETURN NONE")
-            .bind(("id", task.task_id.to_string()))
-            .bind(("task", task.clone()))
-            .await?
-            .check()
-            .map_err(StoreError::classify)?;
-        Ok(())
-    }
-
-    /// Marks `task` DONE and registers `model` in one transaction: either both
-    /// are written or neither is.
-    pub async fn complete_task(
+    /// Stores a new PENDING task in one transaction that first makes sure
+    /// the model is not stored; the unique index on `inflight_tag` refuses
+    /// a second task in flight for the same model, on any node.
+    pub async fn submit_task(
         &self,
         task: &UploadTask,
-        model: &ModelRecord,
-    ) -> Result<(), StoreError> {
-        self.db()
-            .query(
-                "BEGIN TRANSACTION;
-                 CREATE type::record('model', $model_id) CONTENT $model RETURN NONE;
-                 UPDATE type::record('task', $task_id) CONTENT $task RETURN NONE;
-                 COMMIT TRANSACTION;",
-            )
-            .bind(("model_id", model.model_id.to_string()))
-            .bind(("model", model.clone()))
-            .bind(("task_id", task.task_id.to_string()))
-            .bind(("task", task.clone()))
-            .await?
-            .check()
-            .map_err(StoreError::classify)?;
-        Ok(())
+    ) -> Result<Result<(), SubmitRefusal>, StoreError> {
+        let written = self
+            .retrying(|| async {
+                let response = self
+                    .db()
+                    .query(
+                        "BEGIN TRANSACTION;
+                         IF array::len(SELECT VALUE id FROM model
+                                WHERE source = $source AND model_tag = $tag LIMIT 1) > 0 {
+                             THROW 'MODEL_EXISTS'
+                         };
+                         CREATE type::record('task', $id) CONTENT $task RETURN NONE;
+                         COMMIT TRANSACTION;",
+                    )
+                    .bind(("source", task.source))
+                    .bind(("tag", task.model_tag.clone()))
+                    .bind(("id", task.task_id.to_string()))
+                    .bind(("task", task.clone()))
+                    .await?;
+                checked(response).map(drop)
+            })
+            .await;
+        match written {
+            Ok(()) => Ok(Ok(())),
+            Err(StoreError::Refused(m)) if m == "MODEL_EXISTS" => Ok(Err(SubmitRefusal::ModelExists)),
+            Err(StoreError::Duplicate { index }) if index == TASK_INFLIGHT_INDEX => {
+                match self.find_in_flight(task.source, &task.model_tag).await? {
+                    Some(running) => Ok(Err(SubmitRefusal::InFlight(Box::new(running)))),
+                    // It ended between the refusal and the read: try once more.
+                    None => Box::pin(self.submit_task(task)).await,
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The PENDING or RUNNING task for this model, if any.
+    pub async fn find_in_flight(
+        &self,
+        source: Source,
+        model_tag: &str,
+    ) -> Result<Option<UploadTask>, StoreError> {
+        let mut response = self
+            .db()
+            .query(format!(
+                "SELECT {TASK_COLUMNS} FROM task WHERE source = $source AND inflight_tag = $tag LIMIT 1"
+            ))
+            .bind(("source", source))
+            .bind(("tag", model_tag.to_string()))
+            .await?;
+        let mut found: Vec<UploadTask> = response.take(0)?;
+        Ok(found.pop())
     }
 
     pub async fn get_task(&self, id: Uuid) -> Result<Option<UploadTask>, StoreError> {
         let mut response = self
             .db()
-            .query("SELECT * OMIT id FROM ONLY type::record('task', $id)")
+            .query(format!(
+                "SELECT {TASK_COLUMNS} FROM ONLY type::record('task', $id)"
+            ))
             .bind(("id", id.to_string()))
             .await?;
         Ok(response.take(0)?)
@@ -206,7 +253,7 @@ impl Store {
         let mut response = self
             .db()
             .query(format!(
-                "SELECT * OMIT id FROM task WHERE {FILTER} ORDER BY created_at DESC LIMIT $limit START $offset;
+                "SELECT {TASK_COLUMNS} FROM task WHERE {FILTER} ORDER BY created_at DESC LIMIT $limit START $offset;
                  SELECT count() AS total FROM task WHERE {FILTER} GROUP ALL;"
             ))
             .bind(("status", filter.status))
@@ -219,11 +266,11 @@ impl Store {
         Ok((items, total.unwrap_or(0)))
     }
 
-    /// Every task that is PENDING or RUNNING, oldest first: the work a restart takes up.
-    pub async fn unfinished_tasks(&self) -> Result<Vec<UploadTask>, StoreError> {
+    /// Every task that is PENDING or RUNNING: the staging folders worth keeping.
+    pub async fn unfinished_task_ids(&self) -> Result<Vec<Uuid>, StoreError> {
         let mut response = self
             .db()
-            .query("SELECT * OMIT id FROM task WHERE task_status IN $unfinished ORDER BY created_at ASC")
+            .query("SELECT VALUE task_id FROM task WHERE task_status IN $unfinished")
             .bind(("unfinished", vec![TaskStatus::Pending, TaskStatus::Running]))
             .await?;
         Ok(response.take(0)?)

@@ -19,6 +19,7 @@ use zip::write::SimpleFileOptions;
 use crate::helpers::small_model;
 use crate::support::archives::{multipart_content_type, multipart_head, multipart_tail};
 use crate::support::fake_hub::{FakeHub, safetensors_bytes};
+use crate::support::hygiene::task_staging;
 use crate::support::process::ServiceProcess;
 
 /// Peak resident memory of a process so far (`VmHWM`), in bytes.
@@ -268,9 +269,10 @@ async fn a_cancel_stops_the_hashing_of_a_huge_partial_file() {
 }
 
 /// Two tasks whose weights the hub lists at 8 GiB; each first attempt
-/// fails (the hub holds a few bytes) and waits out a long backoff, its
-/// partial file is then made a sparse 8 GiB one, and a restart takes both
-/// up again: each worker starts by hashing 8 GiB it finds complete.
+/// fails (the hub holds a few bytes) and waits out a backoff of some
+/// seconds, its partial file is then made a sparse 8 GiB one, and after a
+/// restart the retries take both up again: each worker starts by hashing
+/// 8 GiB it finds complete.
 #[tokio::test]
 async fn cancel_and_sigterm_answer_while_a_multi_gib_partial_is_hashed() {
     const HUGE: u64 = 8 << 30;
@@ -278,7 +280,7 @@ async fn cancel_and_sigterm_answer_while_a_multi_gib_partial_is_hashed() {
     let mut ids = Vec::new();
     let data = tempfile::tempdir().unwrap();
     let env = [
-        ("VECTORIZE_RETRY_BASE_MS", "600000"),
+        ("VECTORIZE_RETRY_BASE_MS", "5000"),
         ("VECTORIZE_MAX_CONCURRENT_TASKS", "2"),
     ];
     let mut service = ServiceProcess::start(data.path(), &hub, &env).await;
@@ -294,7 +296,8 @@ async fn cancel_and_sigterm_answer_while_a_multi_gib_partial_is_hashed() {
                 t["task_status"] == "PENDING" && t["attempts"] == 1
             })
             .await;
-        let partial = data.path().join("tmp/tasks").join(&id).join(&sha);
+        let staging = task_staging(data.path(), &id).expect("the first attempt's staging folder");
+        let partial = staging.join(&sha);
         std::fs::create_dir_all(partial.parent().unwrap()).unwrap();
         std::fs::OpenOptions::new()
             .create(true)
@@ -329,8 +332,7 @@ async fn cancel_and_sigterm_answer_while_a_multi_gib_partial_is_hashed() {
         .unwrap();
     let answered = started.elapsed();
     assert_eq!(response.status(), 200);
-    let staging = data.path().join("tmp/tasks").join(&ids[0]);
-    while staging.exists() && started.elapsed() < Duration::from_secs(30) {
+    while task_staging(data.path(), &ids[0]).is_some() && started.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let removed = started.elapsed();
@@ -346,5 +348,5 @@ async fn cancel_and_sigterm_answer_while_a_multi_gib_partial_is_hashed() {
         "SIGTERM while hashing 8 GiB: exited in {:?}",
         started.elapsed()
     );
-    assert!(data.path().join("tmp/tasks").join(&ids[1]).exists());
+    assert!(task_staging(data.path(), &ids[1]).is_some());
 }

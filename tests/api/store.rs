@@ -4,7 +4,7 @@
 use chrono::Utc;
 use uuid::Uuid;
 use vectorize::error::ErrorCode;
-use vectorize::store::{MODEL_IDENTITY_INDEX, ModelRecord, Source, Store, StoreError};
+use vectorize::store::{DbOptions, MODEL_IDENTITY_INDEX, ModelRecord, Source, Store, StoreError};
 
 fn model(tag: &str) -> ModelRecord {
     ModelRecord {
@@ -24,7 +24,7 @@ fn model(tag: &str) -> ModelRecord {
 
 #[tokio::test]
 async fn the_unique_model_index_means_409() {
-    let store = Store::open("mem://").await.unwrap();
+    let store = Store::open(&DbOptions::embedded("mem://")).await.unwrap();
     store.insert_model(&model("bert")).await.unwrap();
     let err = store.insert_model(&model("bert")).await.unwrap_err();
     match &err {
@@ -43,13 +43,13 @@ async fn the_unique_model_index_means_409() {
 async fn the_schema_can_be_defined_twice() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("surrealkv://{}", dir.path().join("db").display());
-    let store = Store::open(&endpoint).await.unwrap();
+    let store = Store::open(&DbOptions::embedded(endpoint.clone())).await.unwrap();
     store.insert_model(&model("kept")).await.unwrap();
     drop(store);
     // The engine closes in the background once its last handle is gone.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let reopened = loop {
-        match Store::open(&endpoint).await {
+        match Store::open(&DbOptions::embedded(endpoint.clone())).await {
             Ok(store) => break store,
             Err(e) if e.to_string().contains("locked") && std::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await

@@ -14,6 +14,18 @@ pub fn leftover_tmp_files(data_dir: &Path) -> Vec<PathBuf> {
     files_under(&data_dir.join("tmp"))
 }
 
+/// The staging folder of a task on whichever node has it:
+/// `tmp/nodes/{node}/tasks/{task_id}`.
+#[allow(dead_code)]
+pub fn task_staging(data_dir: &Path, task_id: &str) -> Option<PathBuf> {
+    std::fs::read_dir(data_dir.join("tmp").join("nodes"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|node| node.path().join("tasks").join(task_id))
+        .find(|dir| dir.is_dir())
+}
+
 /// Blobs under `{data_dir}/models/huggingface/*/blobs/` that no snapshot
 /// symlink of the same repository points to.
 #[allow(dead_code)]

@@ -1,0 +1,383 @@
+//! Task leases: how a node claims a task, keeps it, and writes it while it
+//! runs. A claim is one conditional `UPDATE` whose `WHERE` SurrealDB
+//! re-checks on the record it writes (snapshot isolation fails the later of
+//! two writers of one record, and `Store::retrying` tries again), so no task
+//! is ever held by two nodes. Every later write carries the fence — this
+//! node and this epoch, still RUNNING — and a write that matches nothing
+//! means the lease is gone: the task was cancelled, or another node took it
+//! after this one stopped renewing. Times come from the database's clock,
+//! so node clocks do not matter.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::{LEASE_LOST, ModelRecord, Progress, Store, StoreError, UploadTask, checked};
+
+/// The right of one node to write one running task, at one epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub task_id: Uuid,
+    pub node: String,
+    pub epoch: u64,
+}
+
+impl Lease {
+    fn of(task: &UploadTask) -> Option<Self> {
+        Some(Self {
+            task_id: task.task_id,
+            node: task.lease_owner.clone()?,
+            epoch: task.lease_epoch,
+        })
+    }
+}
+
+/// A task a node may claim: waiting and past its backoff, or running under
+/// a lease that lapsed (its node died) with an attempt left.
+const CLAIMABLE: &str = "(task_status = 'PENDING' AND (not_before = NONE OR not_before <= time::now()))
+    OR (task_status = 'RUNNING' AND lease_until < time::now() AND attempts < $max_attempts)";
+
+/// The fence every write of a lease holder carries.
+const FENCE: &str = "lease_owner = $node AND lease_epoch = $epoch AND task_status = 'RUNNING'";
+
+/// What a task that is no longer held looks like.
+const UNHELD: &str = "lease_owner = NONE, lease_until = NONE";
+
+impl Store {
+    /// Claims the oldest claimable task for `node`, counting an attempt, or
+    /// answers `None` when nothing is waiting. A task taken over from a
+    /// dead node keeps its attempts: the one cut short counted.
+    pub async fn claim_next(
+        &self,
+        node: &str,
+        lease: Duration,
+        max_attempts: u32,
+    ) -> Result<Option<(UploadTask, Lease)>, StoreError> {
+        let claimed: Option<UploadTask> = self
+            .retrying(|| async {
+                let response = self
+                    .db()
+                    .query(format!(
+                        "UPDATE (SELECT VALUE id FROM task WHERE {CLAIMABLE} ORDER BY created_at LIMIT 1)
+                         SET task_status = 'RUNNING', lease_owner = $node,
+                             lease_until = time::now() + $lease, lease_epoch += 1,
+                             attempts += 1, error_msg = NONE, error_code = NONE, not_before = NONE,
+                             started_at = started_at ?? time::now(), updated_at = time::now()
+                         WHERE {CLAIMABLE}
+                         RETURN AFTER"
+                    ))
+                    .bind(("node", node.to_string()))
+                    .bind(("lease", lease))
+                    .bind(("max_attempts", max_attempts as i64))
+                    .await?;
+                let mut found: Vec<UploadTask> = checked(response)?.take(0)?;
+                Ok(found.pop())
+            })
+            .await?;
+        Ok(claimed.and_then(|task| Lease::of(&task).map(|lease| (task, lease))))
+    }
+
+    /// Ends as FAILED `INTERRUPTED` every task whose last attempt was cut
+    /// short by a crash (its lease lapsed with no attempt left), and
+    /// answers them so their staging folders can go.
+    pub async fn fail_interrupted(&self, max_attempts: u32) -> Result<Vec<UploadTask>, StoreError> {
+        self.retrying(|| async {
+            let response = self
+                .db()
+                .query(format!(
+                    "UPDATE task SET task_status = 'FAILED', error_code = 'INTERRUPTED',
+                         error_msg = $message, {UNHELD},
+                         finished_at = time::now(), updated_at = time::now()
+                     WHERE task_status = 'RUNNING' AND lease_until < time::now()
+                         AND attempts >= $max_attempts
+                     RETURN AFTER"
+                ))
+                .bind(("max_attempts", max_attempts as i64))
+                .bind((
+                    "message",
+                    format!(
+                        "the node running the last of {max_attempts} attempts stopped without \
+                         finishing it; upload the model again"
+                    ),
+                ))
+                .await?;
+            Ok(checked(response)?.take(0)?)
+        })
+        .await
+    }
+
+    /// Extends the lease from now, saving `progress` when given. `false`
+    /// when the lease is gone.
+    pub async fn renew(
+        &self,
+        lease: &Lease,
+        duration: Duration,
+        progress: Option<Progress>,
+    ) -> Result<bool, StoreError> {
+        let set_progress = if progress.is_some() {
+            ", progress = $progress, updated_at = time::now()"
+        } else {
+            ""
+        };
+        let renewed: Vec<u64> = self
+            .fenced(
+                lease,
+                &format!("lease_until = time::now() + $lease{set_progress}"),
+                |q| q.bind(("lease", duration)).bind(("progress", progress)),
+                "VALUE lease_epoch",
+            )
+            .await?;
+        Ok(!renewed.is_empty())
+    }
+
+    /// Whether `lease` still holds; checked again just before files are
+    /// renamed into the store.
+    pub async fn holds(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let response = self
+            .db()
+            .query(format!(
+                "SELECT VALUE task_id FROM ONLY type::record('task', $id) WHERE {FENCE}"
+            ))
+            .bind(("id", lease.task_id.to_string()))
+            .bind(("node", lease.node.clone()))
+            .bind(("epoch", lease.epoch as i64))
+            .await?;
+        let held: Option<Uuid> = checked(response)?.take(0)?;
+        Ok(held.is_some())
+    }
+
+    /// Gives the task back after a clean stop: PENDING again, and the
+    /// attempt cut short does not count.
+    pub async fn release(
+        &self,
+        lease: &Lease,
+        progress: Progress,
+    ) -> Result<Option<UploadTask>, StoreError> {
+        self.fenced_task(
+            lease,
+            &format!(
+                "task_status = 'PENDING', {UNHELD}, attempts -= 1, progress = $progress, \
+                 updated_at = time::now()"
+            ),
+            |q| q.bind(("progress", progress)),
+        )
+        .await
+    }
+
+    /// Gives the task back after a failed attempt; no node claims it before
+    /// `backoff` has passed.
+    pub async fn retry_later(
+        &self,
+        lease: &Lease,
+        backoff: Duration,
+        progress: Progress,
+    ) -> Result<Option<UploadTask>, StoreError> {
+        self.fenced_task(
+            lease,
+            &format!(
+                "task_status = 'PENDING', {UNHELD}, not_before = time::now() + $backoff, \
+                 progress = $progress, updated_at = time::now()"
+            ),
+            |q| q.bind(("backoff", backoff)).bind(("progress", progress)),
+        )
+        .await
+    }
+
+    /// Ends the task as FAILED.
+    pub async fn fail_task(
+        &self,
+        lease: &Lease,
+        message: &str,
+        code: Option<&str>,
+    ) -> Result<Option<UploadTask>, StoreError> {
+        self.fenced_task(
+            lease,
+            &format!(
+                "task_status = 'FAILED', error_msg = $message, error_code = $code, {UNHELD}, \
+                 finished_at = time::now(), updated_at = time::now()"
+            ),
+            |q| {
+                q.bind(("message", message.to_string()))
+                    .bind(("code", code.map(str::to_string)))
+            },
+        )
+        .await
+    }
+
+    /// Marks the task DONE and registers its model in one transaction that
+    /// throws when the lease is gone: a node that lost its lease cannot
+    /// register a model. `StoreError::Duplicate` when the model exists.
+    pub async fn complete_task(
+        &self,
+        lease: &Lease,
+        progress: Progress,
+        model: &ModelRecord,
+    ) -> Result<(), StoreError> {
+        let finished = Progress {
+            bytes_done: progress.bytes_total,
+            files_done: progress.files_total,
+            ..progress
+        };
+        self.retrying(|| async {
+            let response = self
+                .db()
+                .query(format!(
+                    "BEGIN TRANSACTION;
+                     LET $done = (UPDATE type::record('task', $id)
+                         SET task_status = 'DONE', model_id = $model_id, {UNHELD},
+                             progress = $progress,
+                             finished_at = time::now(), updated_at = time::now()
+                         WHERE {FENCE} RETURN AFTER);
+                     IF array::len($done) = 0 {{ THROW '{LEASE_LOST}' }};
+                     CREATE type::record('model', $model_key) CONTENT $model RETURN NONE;
+                     COMMIT TRANSACTION;"
+                ))
+                .bind(("id", lease.task_id.to_string()))
+                .bind(("node", lease.node.clone()))
+                .bind(("epoch", lease.epoch as i64))
+                .bind(("progress", finished))
+                .bind(("model_id", model.model_id))
+                .bind(("model_key", model.model_id.to_string()))
+                .bind(("model", model.clone()))
+                .await?;
+            checked(response).map(drop)
+        })
+        .await
+    }
+
+    /// Cancels a PENDING or RUNNING task: CANCELLED, with its epoch bumped so
+    /// that the holder's next write fails. `None` when the task is not in
+    /// flight (finished, or unknown).
+    pub async fn cancel_task(&self, id: Uuid) -> Result<Option<UploadTask>, StoreError> {
+        self.retrying(|| async {
+            let response = self
+                .db()
+                .query(format!(
+                    "UPDATE type::record('task', $id)
+                     SET task_status = 'CANCELLED', lease_epoch += 1, {UNHELD},
+                         finished_at = time::now(), updated_at = time::now()
+                     WHERE task_status IN ['PENDING', 'RUNNING']
+                     RETURN AFTER"
+                ))
+                .bind(("id", id.to_string()))
+                .await?;
+            let mut found: Vec<UploadTask> = checked(response)?.take(0)?;
+            Ok(found.pop())
+        })
+        .await
+    }
+
+    /// At a node's start: leases a previous process of the same node id
+    /// left behind lapse now, so any node can take their tasks up (the
+    /// attempts they cut short count, as after any crash).
+    pub async fn lapse_leases_of(&self, node: &str) -> Result<(), StoreError> {
+        self.retrying(|| async {
+            let response = self
+                .db()
+                .query(
+                    "UPDATE task SET lease_until = time::now()
+                     WHERE task_status = 'RUNNING' AND lease_owner = $node RETURN NONE",
+                )
+                .bind(("node", node.to_string()))
+                .await?;
+            checked(response).map(drop)
+        })
+        .await
+    }
+
+    /// At the start of the only process that can open an embedded
+    /// database: every lease in it is a previous process' (crashed) one.
+    pub async fn lapse_all_leases(&self) -> Result<(), StoreError> {
+        self.retrying(|| async {
+            let response = self
+                .db()
+                .query(
+                    "UPDATE task SET lease_until = time::now()
+                     WHERE task_status = 'RUNNING' RETURN NONE",
+                )
+                .await?;
+            checked(response).map(drop)
+        })
+        .await
+    }
+
+    /// A fenced write of the task, answering it as written (`None` when the
+    /// lease is gone).
+    async fn fenced_task(
+        &self,
+        lease: &Lease,
+        set: &str,
+        bind: impl Fn(Query<'_>) -> Query<'_>,
+    ) -> Result<Option<UploadTask>, StoreError> {
+        let written: Vec<UploadTask> = self
+            .fenced(lease, set, bind, "AFTER")
+            .await?;
+        Ok(written.into_iter().next())
+    }
+
+    /// `UPDATE` of the leased task with `set`, only while the fence holds.
+    async fn fenced<T: surrealdb::types::SurrealValue>(
+        &self,
+        lease: &Lease,
+        set: &str,
+        bind: impl Fn(Query<'_>) -> Query<'_>,
+        returning: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        self.retrying(|| async {
+            let query = self
+                .db()
+                .query(format!(
+                    "UPDATE type::record('task', $id) SET {set} WHERE {FENCE} RETURN {returning}"
+                ))
+                .bind(("id", lease.task_id.to_string()))
+                .bind(("node", lease.node.clone()))
+                .bind(("epoch", lease.epoch as i64));
+            let response = bind(query).await?;
+            Ok(checked(response)?.take(0)?)
+        })
+        .await
+    }
+}
+
+type Query<'a> = surrealdb::method::Query<'a, surrealdb::engine::any::Any>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DbOptions, Source, TaskStatus, UploadRequest};
+
+    fn task(tag: &str) -> UploadTask {
+        let request = UploadRequest {
+            repo: "a/b".into(),
+            revision: "main".into(),
+            allow_patterns: vec![],
+        };
+        UploadTask::new(Source::Huggingface, tag.into(), request)
+    }
+
+    async fn store() -> Store {
+        Store::open(&DbOptions::embedded("mem://")).await.unwrap()
+    }
+
+    const LEASE: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn a_claim_holds_until_released_and_fences_the_old_epoch() {
+        let store = store().await;
+        store.submit_task(&task("a@main")).await.unwrap().unwrap();
+        let (claimed, lease) = store.claim_next("n1", LEASE, 4).await.unwrap().unwrap();
+        assert_eq!(claimed.task_status, TaskStatus::Running);
+        assert_eq!(claimed.attempts, 1);
+        assert_eq!(lease.epoch, 1);
+        assert!(store.claim_next("n2", LEASE, 4).await.unwrap().is_none());
+        assert!(store.renew(&lease, LEASE, None).await.unwrap());
+        store.release(&lease, Progress::default()).await.unwrap().unwrap();
+        let (again, second) = store.claim_next("n2", LEASE, 4).await.unwrap().unwrap();
+        assert_eq!(again.attempts, 1, "a clean stop does not count");
+        assert_eq!(second.epoch, 2);
+        assert!(!store.renew(&lease, LEASE, None).await.unwrap());
+        assert!(store.fail_task(&lease, "x", None).await.unwrap().is_none());
+        assert!(!store.holds(&lease).await.unwrap());
+        assert!(store.holds(&second).await.unwrap());
+    }
+}
