@@ -119,6 +119,15 @@ impl App {
         &self.state
     }
 
+    /// Stops at once, as a crash would: connections drop, no lease is
+    /// given back and no progress saved (see `Actors::halt`).
+    pub async fn halt(self) {
+        self.stop_accepting.cancel();
+        self.server.abort();
+        self.state.actors.halt().await;
+        tracing::info!(node = %self.state.config.node_id, "vectorize halted");
+    }
+
     /// Stops accepting requests, lets running tasks reach a point they can
     /// resume from, persists their progress and stops the actors.
     pub async fn shutdown(self) {

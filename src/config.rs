@@ -154,7 +154,9 @@ impl ConfigArgs {
             .node_id
             .map(|n| n.trim().to_string())
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+            .unwrap_or_else(|| {
+                format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+            });
         anyhow::ensure!(
             node_id
                 .chars()

@@ -29,7 +29,7 @@ enum Command {
         #[arg(long, env = "VECTORIZE_CONFIG")]
         config: Option<PathBuf>,
         #[command(flatten)]
-        settings: ConfigArgs,
+        settings: Box<ConfigArgs>,
     },
     #[command(flatten)]
     Client(cli::ClientCommand),
@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => ConfigArgs::from_toml_file(&path)?,
         None => ConfigArgs::default(),
     };
-    let config = settings.or(file).resolve()?;
+    let config = (*settings).or(file).resolve()?;
     init_logging(config.log_format);
     let app = App::start(config).await?;
     shutdown_signal().await;

@@ -88,6 +88,25 @@ impl Actors {
         self.registry.get_status() == ractor::ActorStatus::Running
     }
 
+    /// Stops as `kill -9` would as far as the database can tell: the
+    /// registry dies at once (no lease renewed or given back, no progress
+    /// saved) and the workers stop, keeping their partial files, so other
+    /// nodes take the tasks over when the leases lapse. Tests run several
+    /// nodes in one process and "crash" one this way.
+    pub async fn halt(&self) {
+        let supervisor = self
+            .registry
+            .call(
+                |reply| RegistryMsg::Supervisor { reply },
+                Some(Duration::from_secs(1)),
+            )
+            .await;
+        if let Ok(ractor::rpc::CallResult::Success(supervisor)) = supervisor {
+            let _ = supervisor.cast(SupervisorMsg::Halt);
+        }
+        self.registry.kill();
+    }
+
     /// Graceful stop: running workers stop at a resumable point (partial
     /// files kept, tasks left unfinished in the database for the next
     /// start), progress is persisted, then the actors stop. Bounded by `within`.

@@ -464,7 +464,8 @@ async fn cancel(
             if running_elsewhere {
                 await_staging_removed(&files, id).await;
             }
-            let _ = tokio::task::spawn_blocking(move || files.remove_task_staging_anywhere(id)).await;
+            let _ =
+                tokio::task::spawn_blocking(move || files.remove_task_staging_anywhere(id)).await;
             let _ = reply.send(Ok(cancelled));
         });
     }

@@ -50,6 +50,10 @@ pub enum SupervisorMsg {
     /// Shutdown: claim nothing more, let running workers stop at a point
     /// they can resume from (partial files kept), answer when none runs.
     Drain(RpcReplyPort<()>),
+    /// Stop as a crash would: claim nothing more, stop the workers, and
+    /// give nothing back — other nodes take the tasks over once their
+    /// leases lapse. For tests of takeover in one process.
+    Halt,
 }
 
 pub struct UploadSupervisor;
@@ -87,6 +91,8 @@ pub struct SupervisorState {
     running: HashMap<ActorId, Running>,
     /// Set by `Drain`: no worker starts any more.
     shutting_down: bool,
+    /// Set by `Halt`: nothing is claimed or written any more.
+    halted: bool,
     /// Answered once the last worker has stopped.
     drained: Option<RpcReplyPort<()>>,
 }
@@ -97,7 +103,8 @@ impl SupervisorState {
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
     ) -> Result<(), ActorProcessingErr> {
-        if self.shutting_down || self.running.len() >= self.args.max_concurrent_tasks {
+        if self.shutting_down || self.halted || self.running.len() >= self.args.max_concurrent_tasks
+        {
             return Ok(());
         }
         let store = self.args.fetchers.store.clone();
@@ -186,6 +193,9 @@ impl SupervisorState {
         let Some(running) = self.running.remove(&id) else {
             return;
         };
+        if self.halted {
+            return;
+        }
         let task = running.task;
         let registry = self.args.registry.clone();
         match running.stopping {
@@ -272,6 +282,7 @@ impl Actor for UploadSupervisor {
             args,
             running: HashMap::new(),
             shutting_down: false,
+            halted: false,
             drained: None,
         })
     }
@@ -323,6 +334,12 @@ impl Actor for UploadSupervisor {
                     running.cancel.cancel();
                 }
                 state.answer_drain_when_idle();
+            }
+            SupervisorMsg::Halt => {
+                state.halted = true;
+                for running in state.running.values() {
+                    running.cancel.cancel();
+                }
             }
         }
         state.claim_ready(&myself).await

@@ -250,7 +250,9 @@ async fn install(
     let reservation = store
         .reserve(&key, &holder, RESERVE_WITHIN)
         .await
-        .map_err(|e| SourceError::Transient(format!("could not reserve the model's folder: {e}")))?;
+        .map_err(|e| {
+            SourceError::Transient(format!("could not reserve the model's folder: {e}"))
+        })?;
     match store.holds(lease).await {
         Ok(true) => {}
         held => {

@@ -101,6 +101,13 @@ pub struct Task {
     /// Why the task failed; set once it is FAILED.
     #[oai(nullable)]
     pub error_msg: Option<String>,
+    /// A stable code beside `error_msg`, e.g. `INTERRUPTED` when the node
+    /// running the last attempt died.
+    #[oai(nullable)]
+    pub error_code: Option<String>,
+    /// The service node holding the task while it is RUNNING.
+    #[oai(nullable)]
+    pub node: Option<String>,
     /// Attempts started so far (at most 4).
     pub attempts: u32,
     pub progress: Progress,
@@ -123,6 +130,8 @@ impl From<UploadTask> for Task {
             source: task.source.into(),
             task_status: task.task_status.into(),
             error_msg: task.error_msg,
+            error_code: task.error_code,
+            node: task.lease_owner,
             attempts: task.attempts,
             progress: Progress {
                 bytes_done: task.progress.bytes_done,

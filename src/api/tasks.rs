@@ -172,42 +172,56 @@ async fn find_task(actors: &Actors, id: Uuid) -> Result<UploadTask, AppError> {
         .ok_or_else(|| AppError::new(ErrorCode::NotFound, format!("no task has the id {id}")))
 }
 
-/// The task as it is now, then each change of it, ending after a terminal state.
+/// How often a follower reads the task from the database: the truth when
+/// another node runs it, and a safety net under the broadcast.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The task as it is now, then each change of it, ending after a terminal
+/// state. Changes this node makes arrive on its broadcast at once; changes
+/// another node makes are read from the database every `FOLLOW_POLL`.
 fn task_changes(
     actors: Actors,
     changes: tokio::sync::broadcast::Receiver<UploadTask>,
     current: UploadTask,
 ) -> impl futures_util::Stream<Item = UploadTask> {
     let id = current.task_id;
+    let poll = tokio::time::interval(FOLLOW_POLL);
     futures_util::stream::unfold(
-        (Some(current), changes, false),
-        move |(next, mut changes, ended)| {
+        (Some(current), None::<UploadTask>, changes, poll),
+        move |(next, last, mut changes, mut poll)| {
             let actors = actors.clone();
             async move {
-                if ended {
+                if last.as_ref().is_some_and(|t| t.task_status.is_terminal()) {
                     return None;
                 }
                 if let Some(task) = next {
-                    let ended = task.task_status.is_terminal();
-                    return Some((task, (None, changes, ended)));
+                    return Some((task.clone(), (None, Some(task), changes, poll)));
                 }
                 loop {
-                    match changes.recv().await {
-                        Ok(task) if task.task_id == id => {
-                            let ended = task.task_status.is_terminal();
-                            return Some((task, (None, changes, ended)));
-                        }
-                        Ok(_) => continue,
-                        // Fell behind a burst of changes: send the task as it is now.
-                        Err(RecvError::Lagged(_)) => {
-                            let task = find_task(&actors, id).await.ok()?;
-                            let ended = task.task_status.is_terminal();
-                            return Some((task, (None, changes, ended)));
-                        }
-                        Err(RecvError::Closed) => return None,
+                    let seen = tokio::select! {
+                        change = changes.recv() => match change {
+                            Ok(task) if task.task_id == id => task,
+                            Ok(_) => continue,
+                            // Fell behind a burst of changes: read the task as it is now.
+                            Err(RecvError::Lagged(_)) => find_task(&actors, id).await.ok()?,
+                            Err(RecvError::Closed) => return None,
+                        },
+                        _ = poll.tick() => find_task(&actors, id).await.ok()?,
+                    };
+                    if last.as_ref() != Some(&seen) && !is_older(&seen, last.as_ref()) {
+                        return Some((seen.clone(), (None, Some(seen), changes, poll)));
                     }
                 }
             }
         },
     )
+}
+
+/// Whether `seen` is an older state than the one sent last (a poll may
+/// read the database just before a change this node broadcast).
+fn is_older(seen: &UploadTask, last: Option<&UploadTask>) -> bool {
+    last.is_some_and(|last| {
+        seen.updated_at < last.updated_at
+            || (last.task_status.is_terminal() && !seen.task_status.is_terminal())
+    })
 }

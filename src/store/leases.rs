@@ -32,10 +32,14 @@ impl Lease {
     }
 }
 
-/// A task a node may claim: waiting and past its backoff, or running under
-/// a lease that lapsed (its node died) with an attempt left.
-const CLAIMABLE: &str = "(task_status = 'PENDING' AND (not_before = NONE OR not_before <= time::now()))
-    OR (task_status = 'RUNNING' AND lease_until < time::now() AND attempts < $max_attempts)";
+/// Tasks a node may claim: running under a lease that lapsed (its node
+/// died) with an attempt left, and waiting past their backoff. Each is one
+/// scan of the `task_status` index, which holds a status' records in id
+/// order — UUIDv7, so oldest first — and `LIMIT 1` stops at the first.
+const LAPSED: &str =
+    "task_status = 'RUNNING' AND lease_until < time::now() AND attempts < $max_attempts";
+const WAITING: &str =
+    "task_status = 'PENDING' AND (not_before = NONE OR not_before <= time::now())";
 
 /// The fence every write of a lease holder carries.
 const FENCE: &str = "lease_owner = $node AND lease_epoch = $epoch AND task_status = 'RUNNING'";
@@ -58,20 +62,29 @@ impl Store {
                 let response = self
                     .db()
                     .query(format!(
-                        "UPDATE (SELECT VALUE id FROM task WHERE {CLAIMABLE} ORDER BY created_at LIMIT 1)
+                        "LET $next = (SELECT VALUE id FROM task WHERE {LAPSED} LIMIT 1)
+                             ?: (SELECT VALUE id FROM task WHERE {WAITING} LIMIT 1);
+                         UPDATE $next
                          SET task_status = 'RUNNING', lease_owner = $node,
                              lease_until = time::now() + $lease, lease_epoch += 1,
                              attempts += 1, error_msg = NONE, error_code = NONE, not_before = NONE,
                              started_at = started_at ?? time::now(), updated_at = time::now()
-                         WHERE {CLAIMABLE}
-                         RETURN AFTER"
+                         WHERE ({LAPSED}) OR ({WAITING})
+                         RETURN AFTER;
+                         RETURN array::len($next);"
                     ))
                     .bind(("node", node.to_string()))
                     .bind(("lease", lease))
                     .bind(("max_attempts", max_attempts as i64))
                     .await?;
-                let mut found: Vec<UploadTask> = checked(response)?.take(0)?;
-                Ok(found.pop())
+                let mut response = checked(response)?;
+                let mut found: Vec<UploadTask> = response.take(1)?;
+                let candidates: Option<u64> = response.take(2)?;
+                match found.pop() {
+                    // Another node claimed the task this one picked first.
+                    None if candidates.unwrap_or(0) > 0 => Err(StoreError::Conflict),
+                    claimed => Ok(claimed),
+                }
             })
             .await?;
         Ok(claimed.and_then(|task| Lease::of(&task).map(|lease| (task, lease))))
@@ -309,9 +322,7 @@ impl Store {
         set: &str,
         bind: impl Fn(Query<'_>) -> Query<'_>,
     ) -> Result<Option<UploadTask>, StoreError> {
-        let written: Vec<UploadTask> = self
-            .fenced(lease, set, bind, "AFTER")
-            .await?;
+        let written: Vec<UploadTask> = self.fenced(lease, set, bind, "AFTER").await?;
         Ok(written.into_iter().next())
     }
 
@@ -346,7 +357,7 @@ mod tests {
     use super::*;
     use crate::store::{DbOptions, Source, TaskStatus, UploadRequest};
 
-    fn task(tag: &str) -> UploadTask {
+    pub(super) fn task(tag: &str) -> UploadTask {
         let request = UploadRequest {
             repo: "a/b".into(),
             revision: "main".into(),
@@ -355,7 +366,7 @@ mod tests {
         UploadTask::new(Source::Huggingface, tag.into(), request)
     }
 
-    async fn store() -> Store {
+    pub(super) async fn store() -> Store {
         Store::open(&DbOptions::embedded("mem://")).await.unwrap()
     }
 
@@ -371,7 +382,11 @@ mod tests {
         assert_eq!(lease.epoch, 1);
         assert!(store.claim_next("n2", LEASE, 4).await.unwrap().is_none());
         assert!(store.renew(&lease, LEASE, None).await.unwrap());
-        store.release(&lease, Progress::default()).await.unwrap().unwrap();
+        store
+            .release(&lease, Progress::default())
+            .await
+            .unwrap()
+            .unwrap();
         let (again, second) = store.claim_next("n2", LEASE, 4).await.unwrap().unwrap();
         assert_eq!(again.attempts, 1, "a clean stop does not count");
         assert_eq!(second.epoch, 2);
@@ -379,5 +394,102 @@ mod tests {
         assert!(store.fail_task(&lease, "x", None).await.unwrap().is_none());
         assert!(!store.holds(&lease).await.unwrap());
         assert!(store.holds(&second).await.unwrap());
+    }
+}
+
+#[cfg(test)]
+mod races {
+    use std::collections::HashSet;
+
+    use super::tests::{store, task};
+    use super::*;
+
+    /// Several nodes' claim loops on one database race for 1,000 tasks:
+    /// every task is claimed exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_claimers_take_each_task_exactly_once() {
+        const TASKS: usize = 1_000;
+        let store = store().await;
+        for i in 0..TASKS {
+            store
+                .submit_task(&task(&format!("m{i}@main")))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let t0 = std::time::Instant::now();
+        let claimers = (0..4).map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut claimed = Vec::new();
+                loop {
+                    // A claim that keeps losing is tried again, as the
+                    // supervisor does at its next poll.
+                    let (task, lease) = match store
+                        .claim_next(&format!("n{n}"), Duration::from_secs(60), 4)
+                        .await
+                    {
+                        Ok(Some(claimed)) => claimed,
+                        Ok(None) => break,
+                        Err(StoreError::Conflict) => continue,
+                        Err(e) => panic!("{e}"),
+                    };
+                    assert_eq!(lease.node, format!("n{n}"));
+                    claimed.push(task.task_id);
+                    store
+                        .fail_task(&lease, "done with it", None)
+                        .await
+                        .unwrap()
+                        .unwrap();
+                }
+                claimed
+            })
+        });
+        let claimers: Vec<_> = claimers.collect();
+        let mut all = Vec::new();
+        let mut per_node = Vec::new();
+        for claimer in claimers {
+            let claimed = claimer.await.unwrap();
+            per_node.push(claimed.len());
+            all.extend(claimed);
+        }
+        let distinct: HashSet<Uuid> = all.iter().copied().collect();
+        eprintln!("claimed in {:?}: {per_node:?}", t0.elapsed());
+        assert_eq!(all.len(), TASKS, "claims per node: {per_node:?}");
+        assert_eq!(distinct.len(), TASKS);
+    }
+
+    /// A task whose lease lapsed on its last attempt ends FAILED
+    /// `INTERRUPTED`; one with attempts left is claimable again.
+    #[tokio::test]
+    async fn the_last_attempt_cut_by_a_crash_ends_interrupted() {
+        let store = store().await;
+        let submitted = task("x@main");
+        store.submit_task(&submitted).await.unwrap().unwrap();
+        for attempt in 1..=4 {
+            let (claimed, _) = store
+                .claim_next("n1", Duration::from_secs(60), 4)
+                .await
+                .unwrap()
+                .expect("claimable again after a crash");
+            assert_eq!(claimed.attempts, attempt);
+            assert!(store.fail_interrupted(4).await.unwrap().is_empty());
+            store.lapse_leases_of("n1").await.unwrap();
+        }
+        assert!(
+            store
+                .claim_next("n2", Duration::from_secs(60), 4)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let ended = store.fail_interrupted(4).await.unwrap();
+        assert_eq!(ended.len(), 1);
+        let failed = store.get_task(submitted.task_id).await.unwrap().unwrap();
+        assert_eq!(failed.task_status, crate::store::TaskStatus::Failed);
+        assert_eq!(failed.error_code.as_deref(), Some("INTERRUPTED"));
+        assert!(failed.lease_owner.is_none());
+        // Finished: a new upload of the model may start.
+        store.submit_task(&task("x@main")).await.unwrap().unwrap();
     }
 }

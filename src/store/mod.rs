@@ -166,7 +166,7 @@ pub struct Store {
 }
 
 /// How many times a write that lost a conflict is tried again.
-const CONFLICT_RETRIES: u32 = 30;
+const CONFLICT_RETRIES: u32 = 50;
 
 impl Store {
     /// Opens the database, signs in when credentials are given (as root,
@@ -210,12 +210,6 @@ impl Store {
         Ok(store)
     }
 
-    /// Wraps an open database (tests run several nodes on one embedded database).
-    pub async fn on(db: Surreal<Any>) -> Result<Self, StoreError> {
-        db.query(SCHEMA).await?.check()?;
-        Ok(Self { db })
-    }
-
     /// Whether the database answers a query.
     pub async fn ping(&self) -> bool {
         let answered = tokio::time::timeout(Duration::from_secs(2), self.db.query("RETURN 1"));
@@ -241,7 +235,7 @@ impl Store {
             match write().await {
                 Err(StoreError::Conflict) if tries < CONFLICT_RETRIES => {
                     tries += 1;
-                    let pause = rand::random_range(1..=5 * tries as u64);
+                    let pause = rand::random_range(1..=(5 * tries as u64).min(50));
                     tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
                 other => return other,

@@ -1,16 +1,16 @@
 //! Reservations: one owner at a time for a folder of the model store. An
 //! install (any source) and a delete first create the `reservation` record
 //! of the repository or local model they touch; the record's id is the
-//! key, so a second `CREATE` fails on any node and its caller waits. A
-//! reservation lapses after `HOLD` so that a node dying while it holds one
-//! blocks nobody for long; the work done under one is renames and unlinks.
+//! key, so a second `CREATE` fails on any node and its caller waits. The
+//! holder renews it every third of `HOLD` until it releases it; a node
+//! that dies while it holds one blocks the folder for `HOLD` at most.
 
 use std::time::{Duration, Instant};
 
 use super::{Source, Store, StoreError, checked};
 
-/// How long a reservation holds without being released.
-const HOLD: Duration = Duration::from_secs(120);
+/// How long a reservation holds unless renewed.
+const HOLD: Duration = Duration::from_secs(10);
 /// Pause between tries while another holder has the folder.
 const PAUSE: Duration = Duration::from_millis(25);
 
@@ -20,6 +20,14 @@ pub struct Reservation {
     store: Store,
     key: String,
     holder: String,
+    /// Renews the reservation while it is held.
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.renewal.abort();
+    }
 }
 
 /// The reservation key of a model folder: the Hugging Face repo id, the
@@ -58,6 +66,7 @@ impl Store {
                         store: self.clone(),
                         key: key.to_string(),
                         holder: holder.to_string(),
+                        renewal: tokio::spawn(renew(self.clone(), key.into(), holder.into())),
                     });
                 }
                 Err(StoreError::Conflict | StoreError::Db(_)) if Instant::now() < deadline => {
@@ -72,10 +81,33 @@ impl Store {
     }
 }
 
+/// Extends the reservation every third of `HOLD` while its holder works.
+async fn renew(store: Store, key: String, holder: String) {
+    let mut beats = tokio::time::interval(HOLD / 3);
+    beats.tick().await;
+    loop {
+        beats.tick().await;
+        let renewed = store
+            .db()
+            .query(
+                "UPDATE type::record('reservation', $key)
+                     SET until = time::now() + $hold WHERE holder = $holder RETURN NONE",
+            )
+            .bind(("key", key.clone()))
+            .bind(("holder", holder.clone()))
+            .bind(("hold", HOLD))
+            .await;
+        if let Err(e) = renewed {
+            tracing::warn!(%key, error = %e, "could not renew a reservation");
+        }
+    }
+}
+
 impl Reservation {
     /// Gives the folder back. A failure is logged: the reservation lapses
     /// on its own after `HOLD`.
     pub async fn release(self) {
+        self.renewal.abort();
         let released = self
             .store
             .retrying(|| async {

@@ -204,7 +204,9 @@ impl Store {
             .await;
         match written {
             Ok(()) => Ok(Ok(())),
-            Err(StoreError::Refused(m)) if m == "MODEL_EXISTS" => Ok(Err(SubmitRefusal::ModelExists)),
+            Err(StoreError::Refused(m)) if m == "MODEL_EXISTS" => {
+                Ok(Err(SubmitRefusal::ModelExists))
+            }
             Err(StoreError::Duplicate { index }) if index == TASK_INFLIGHT_INDEX => {
                 match self.find_in_flight(task.source, &task.model_tag).await? {
                     Some(running) => Ok(Err(SubmitRefusal::InFlight(Box::new(running)))),

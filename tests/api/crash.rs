@@ -21,10 +21,10 @@ use crate::support::process::ServiceProcess;
 
 /// Body throttle while the first process runs: the 1 MiB weights take a
 /// few seconds, so the kill lands in the middle of them.
-const SLOW: u64 = 300_000;
+pub(crate) const SLOW: u64 = 300_000;
 
 /// A model whose weights (1 MiB, LFS) take a while at `SLOW`.
-fn big_model(id: &str) -> HubRepo {
+pub(crate) fn big_model(id: &str) -> HubRepo {
     let mut repo = small_model(id);
     repo.files[3].bytes = safetensors_bytes(&[("w", &[256, 1024])]);
     repo
@@ -36,7 +36,7 @@ fn weights(repo: &HubRepo) -> &[u8] {
 
 /// Where the partial weights of `task_id` wait between attempts: the
 /// task's staging folder, under the blob name (the LFS sha256).
-fn partial_weights(data_dir: &Path, task_id: &str, repo: &HubRepo) -> PathBuf {
+pub(crate) fn partial_weights(data_dir: &Path, task_id: &str, repo: &HubRepo) -> PathBuf {
     let sha = hex::encode(Sha256::digest(weights(repo)));
     task_staging(data_dir, task_id)
         .unwrap_or_else(|| data_dir.join("tmp/nodes/none"))
@@ -54,7 +54,7 @@ async fn wait_bytes(service: &ServiceProcess, id: &str, bytes: u64) {
 
 /// Asserts that every file the default patterns select is in the snapshot,
 /// byte for byte.
-fn assert_installed(data_dir: &Path, repo: &HubRepo) {
+pub(crate) fn assert_installed(data_dir: &Path, repo: &HubRepo) {
     let snapshot = data_dir
         .join("models/huggingface")
         .join(format!("models--{}", repo.id.replace('/', "--")))
@@ -69,7 +69,7 @@ fn assert_installed(data_dir: &Path, repo: &HubRepo) {
 
 /// Asserts that, after the restart, the weights were asked for only from
 /// `offset` on (the hub's resolve URL and the CDN it redirects to).
-fn assert_resumed_from(hub: &FakeHub, repo: &HubRepo, offset: u64) {
+pub(crate) fn assert_resumed_from(hub: &FakeHub, repo: &HubRepo, offset: u64) {
     let sha = hex::encode(Sha256::digest(weights(repo)));
     let gets: Vec<_> = hub
         .log()
@@ -89,7 +89,7 @@ fn assert_resumed_from(hub: &FakeHub, repo: &HubRepo, offset: u64) {
 }
 
 /// Asserts that the data dir holds no temporary file and no orphaned blob.
-fn assert_clean(data_dir: &Path) {
+pub(crate) fn assert_clean(data_dir: &Path) {
     assert_eq!(leftover_tmp_files(data_dir), Vec::<PathBuf>::new());
     assert_eq!(orphaned_blobs(data_dir), Vec::<PathBuf>::new());
 }

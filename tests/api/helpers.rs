@@ -38,7 +38,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub hub: FakeHub,
     pub data_dir: PathBuf,
-    _tmp: Option<tempfile::TempDir>,
+    /// The data dir's owner, when the test did not bring its own.
+    pub _tmp: Option<tempfile::TempDir>,
 }
 
 static LOGGING: Once = Once::new();

@@ -12,6 +12,7 @@ mod support {
 }
 
 mod cli;
+mod cluster;
 mod concurrency;
 mod crash;
 mod github;

@@ -12,7 +12,9 @@ async fn health_metrics_and_docs_answer() {
     let health: Value = health.json().await.unwrap();
     assert_eq!(health["status"], "ok", "{health}");
     assert!(
-        health["node"].as_str().is_some_and(|n| n.starts_with("node-")),
+        health["node"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("node-")),
         "{health}"
     );
 

@@ -332,7 +332,9 @@ async fn cancel_and_sigterm_answer_while_a_multi_gib_partial_is_hashed() {
         .unwrap();
     let answered = started.elapsed();
     assert_eq!(response.status(), 200);
-    while task_staging(data.path(), &ids[0]).is_some() && started.elapsed() < Duration::from_secs(30) {
+    while task_staging(data.path(), &ids[0]).is_some()
+        && started.elapsed() < Duration::from_secs(30)
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let removed = started.elapsed();

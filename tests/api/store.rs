@@ -43,7 +43,9 @@ async fn the_unique_model_index_means_409() {
 async fn the_schema_can_be_defined_twice() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("surrealkv://{}", dir.path().join("db").display());
-    let store = Store::open(&DbOptions::embedded(endpoint.clone())).await.unwrap();
+    let store = Store::open(&DbOptions::embedded(endpoint.clone()))
+        .await
+        .unwrap();
     store.insert_model(&model("kept")).await.unwrap();
     drop(store);
     // The engine closes in the background once its last handle is gone.
