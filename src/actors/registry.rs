@@ -166,8 +166,8 @@ impl Actor for TaskRegistry {
         // This node's leftovers: staging of unfinished tasks is kept for
         // whichever node claims them next.
         let unfinished = args.store.unfinished_task_ids().await?;
-        let files = args.fetchers.files.clone();
-        tokio::task::spawn_blocking(move || files.sweep_staging(&unfinished)).await?;
+        let (files, sole_node) = (args.fetchers.files.clone(), args.sole_node);
+        tokio::task::spawn_blocking(move || files.sweep_staging(&unfinished, sole_node)).await?;
         let supervisor_args = SupervisorArgs {
             registry: myself.clone(),
             fetchers: args.fetchers.clone(),

@@ -130,24 +130,31 @@ impl ModelFiles {
     /// Removes everything in this node's temporary folder except the
     /// staging folders of unfinished tasks (`keep`): leftovers of uploads
     /// and tasks that ended while this node was down. Other nodes' folders
-    /// are theirs.
-    pub fn sweep_staging(&self, keep: &[Uuid]) {
+    /// are theirs — unless this node is the only one there can be (an
+    /// embedded database opens in one process): then the folders of its
+    /// earlier processes, and of the layout before nodes, are swept too,
+    /// their unfinished staging kept for the claims to adopt.
+    pub fn sweep_staging(&self, keep: &[Uuid], sole_node: bool) {
         let keep: Vec<String> = keep.iter().map(Uuid::to_string).collect();
-        let tasks = self.tmp_dir().join("tasks");
-        for entry in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !keep.contains(&name) {
-                remove_dir_if_present(&entry.path());
-            }
+        let legacy = self.data_dir.join("tmp");
+        let mut folders = vec![self.tmp_dir()];
+        if sole_node {
+            folders.push(legacy.clone());
+            folders.extend(
+                std::fs::read_dir(self.nodes_dir())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| *p != self.tmp_dir()),
+            );
         }
-        for entry in std::fs::read_dir(self.tmp_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if entry.file_name() != "tasks" {
-                remove_dir_if_present(&entry.path());
-                std::fs::remove_file(entry.path()).ok();
+        for folder in folders {
+            sweep_node_folder(&folder, &keep);
+            if folder != self.tmp_dir() && folder != legacy {
+                // Gone once empty; `remove_dir` keeps one with staging left.
+                std::fs::remove_dir(folder.join("tasks")).ok();
+                std::fs::remove_dir(&folder).ok();
             }
         }
     }
@@ -359,6 +366,23 @@ impl ModelFiles {
     }
 }
 
+/// Removes what a node folder holds but the staging folders in `keep`
+/// (`nodes/` itself is never removed from the folder of the old layout).
+fn sweep_node_folder(folder: &Path, keep: &[String]) {
+    for entry in std::fs::read_dir(folder.join("tasks")).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !keep.contains(&name) {
+            remove_dir_if_present(&entry.path());
+        }
+    }
+    for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
+        if entry.file_name() != "tasks" && entry.file_name() != "nodes" {
+            remove_dir_if_present(&entry.path());
+            std::fs::remove_file(entry.path()).ok();
+        }
+    }
+}
+
 /// Creates `{snapshot}/{path}` → `../../blobs/{blob}` links for files that lack one.
 fn link_snapshot_files(snapshot: &Path, files: &[StagedFile]) -> io::Result<()> {
     for file in files {
@@ -464,5 +488,32 @@ mod tests {
             .remove_hf_model("org/name", "main", &commit, false)
             .unwrap();
         assert!(!repo.exists());
+    }
+
+    #[test]
+    fn a_node_sweeps_its_own_folder_and_a_sole_node_every_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let (kept, gone) = (Uuid::now_v7(), Uuid::now_v7());
+        let mine = ModelFiles::new(root.path(), "me");
+        let theirs = ModelFiles::new(root.path(), "other");
+        for files in [&mine, &theirs] {
+            for id in [kept, gone] {
+                std::fs::create_dir_all(files.task_staging(id)).unwrap();
+            }
+            std::fs::create_dir_all(files.upload_tmp_dir().join("body")).unwrap();
+        }
+        mine.sweep_staging(&[kept], false);
+        assert!(mine.task_staging(kept).exists());
+        assert!(!mine.task_staging(gone).exists());
+        assert!(!mine.upload_tmp_dir().exists());
+        assert!(theirs.task_staging(gone).exists() && theirs.upload_tmp_dir().exists());
+
+        mine.sweep_staging(&[kept], true);
+        assert!(theirs.task_staging(kept).exists());
+        assert!(!theirs.task_staging(gone).exists());
+        assert!(!theirs.upload_tmp_dir().exists());
+        mine.adopt_staging(kept);
+        assert!(mine.task_staging(kept).exists());
+        assert!(!mine.has_staging_anywhere(gone));
     }
 }
