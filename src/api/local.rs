@@ -30,7 +30,7 @@ use crate::sources::local_zip::{
 };
 use crate::store::files::remove_dir_if_present;
 use crate::store::reservations::folder_key;
-use crate::store::{ModelFile, ModelRecord, Source};
+use crate::store::{ModelRecord, Source};
 
 /// Longest an install waits for another install or delete of the same tag.
 const RESERVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
@@ -331,22 +331,13 @@ async fn install_reserved(state: &AppState, model: StagedModel) -> Result<Instal
 }
 
 fn local_record(state: &AppState, model: StagedModel, installed: &FsPath) -> ModelRecord {
-    let files: Vec<ModelFile> = model
-        .files
-        .into_iter()
-        .map(|f| ModelFile {
-            path: f.path,
-            size: f.size,
-            sha256: f.sha256,
-        })
-        .collect();
     ModelRecord::new(
         Source::Local,
         model.tag,
         model.name,
         None,
         state.files.relative(installed),
-        files,
+        model.files,
     )
 }
 

@@ -66,7 +66,7 @@ impl ModelsApi {
         let (items, total) = self
             .state
             .store
-            .list_models(source.0.map(Into::into), limit.0, offset.0)
+            .list_models(source.0, limit.0, offset.0)
             .await
             .map_err(AppError::internal)?;
         Ok(ModelPage::Ok(Json(ModelList {

@@ -2,11 +2,12 @@
 //! their conversions from store records. Nothing here touches the database.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::{Enum, Object};
+use poem_openapi::Object;
 use uuid::Uuid;
 
 use super::strict::StrictString;
-use crate::store::{self, ModelRecord, UploadTask};
+pub use crate::store::{ModelFile, Source, TaskStatus};
+use crate::store::{ModelRecord, UploadTask};
 
 /// The body of every error answer.
 #[derive(Debug, Clone, Object)]
@@ -15,70 +16,6 @@ pub struct ErrorBody {
     pub code: String,
     /// What went wrong, in a sentence a person can act on.
     pub message: String,
-}
-
-/// The status of an upload task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum TaskStatus {
-    Pending,
-    Running,
-    Done,
-    Failed,
-    Cancelled,
-}
-
-/// Where a model comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Source {
-    Huggingface,
-    Github,
-    Local,
-}
-
-impl From<store::TaskStatus> for TaskStatus {
-    fn from(status: store::TaskStatus) -> Self {
-        match status {
-            store::TaskStatus::Pending => Self::Pending,
-            store::TaskStatus::Running => Self::Running,
-            store::TaskStatus::Done => Self::Done,
-            store::TaskStatus::Failed => Self::Failed,
-            store::TaskStatus::Cancelled => Self::Cancelled,
-        }
-    }
-}
-
-impl From<TaskStatus> for store::TaskStatus {
-    fn from(status: TaskStatus) -> Self {
-        match status {
-            TaskStatus::Pending => Self::Pending,
-            TaskStatus::Running => Self::Running,
-            TaskStatus::Done => Self::Done,
-            TaskStatus::Failed => Self::Failed,
-            TaskStatus::Cancelled => Self::Cancelled,
-        }
-    }
-}
-
-impl From<store::Source> for Source {
-    fn from(source: store::Source) -> Self {
-        match source {
-            store::Source::Huggingface => Self::Huggingface,
-            store::Source::Github => Self::Github,
-            store::Source::Local => Self::Local,
-        }
-    }
-}
-
-impl From<Source> for store::Source {
-    fn from(source: Source) -> Self {
-        match source {
-            Source::Huggingface => Self::Huggingface,
-            Source::Github => Self::Github,
-            Source::Local => Self::Local,
-        }
-    }
 }
 
 /// Bytes and files moved by the running attempt.
@@ -127,8 +64,8 @@ impl From<UploadTask> for Task {
         Self {
             id: task.task_id,
             model_tag: task.model_tag,
-            source: task.source.into(),
-            task_status: task.task_status.into(),
+            source: task.source,
+            task_status: task.task_status,
             error_msg: task.error_msg,
             error_code: task.error_code,
             node: task.lease_owner,
@@ -161,15 +98,6 @@ pub struct TaskList {
     pub total: u64,
 }
 
-/// One file of a model.
-#[derive(Debug, Clone, Object)]
-pub struct ModelFile {
-    /// Relative to the model's `path`.
-    pub path: String,
-    pub size: u64,
-    pub sha256: String,
-}
-
 /// A model in the store.
 #[derive(Debug, Clone, Object)]
 pub struct Model {
@@ -197,20 +125,12 @@ impl From<ModelRecord> for Model {
             id: model.model_id,
             model_tag: model.model_tag,
             name: model.name,
-            source: model.source.into(),
+            source: model.source,
             revision: model.revision,
             commit_sha: model.commit_sha,
             path: model.path,
             size_bytes: model.size_bytes,
-            files: model
-                .files
-                .into_iter()
-                .map(|f| ModelFile {
-                    path: f.path,
-                    size: f.size,
-                    sha256: f.sha256,
-                })
-                .collect(),
+            files: model.files,
             created_at: model.created_at,
             updated_at: model.updated_at,
         }

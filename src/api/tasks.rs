@@ -88,8 +88,8 @@ impl TasksApi {
         offset: Query<u32>,
     ) -> Result<TaskPage, Refusal<0>> {
         let filter = TaskFilter {
-            status: status.0.map(Into::into),
-            source: source.0.map(Into::into),
+            status: status.0,
+            source: source.0,
             limit: limit.0,
             offset: offset.0,
         };

@@ -7,36 +7,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-/// Attempts a task may make (the first and three retries, API.md).
-pub const MAX_ATTEMPTS: u32 = 4;
-
-/// The status of an upload task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum TaskStatus {
-    Pending,
-    Running,
-    Done,
-    Failed,
-    Cancelled,
-}
-
-impl TaskStatus {
-    /// A task in a terminal state never changes again.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Done | Self::Failed | Self::Cancelled)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "PENDING",
-            Self::Running => "RUNNING",
-            Self::Done => "DONE",
-            Self::Failed => "FAILED",
-            Self::Cancelled => "CANCELLED",
-        }
-    }
-}
+/// The service's own types, where the client reads the same thing.
+pub use vectorize::actors::supervisor::MAX_ATTEMPTS;
+pub use vectorize::store::{ModelFile, TaskStatus};
 
 /// Bytes and files moved by a task's running attempt.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -107,13 +80,6 @@ impl Task {
             json,
         })
     }
-}
-
-/// One file of a model.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ModelFile {
-    pub path: String,
-    pub size: u64,
 }
 
 /// A model in the store.

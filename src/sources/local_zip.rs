@@ -17,7 +17,7 @@ use std::path::Path;
 use zip::ZipArchive;
 
 use crate::error::ErrorCode;
-pub use extract::{ExtractedFile, StagedModel, StagingOutcome, validate_model};
+pub use extract::{StagedModel, StagingOutcome, validate_model};
 pub use guard::model_tag;
 
 /// Most entries an archive may hold, folders included.

@@ -7,9 +7,13 @@ use uuid::Uuid;
 
 use super::{Source, Store, StoreError};
 
-/// One file of a model, relative to the model's folder.
-#[derive(Debug, Clone, PartialEq, Eq, SurrealValue)]
+/// One file of a model: the one shape the database stores, the API
+/// answers and the client reads.
+#[derive(
+    Debug, Clone, PartialEq, Eq, SurrealValue, poem_openapi::Object, serde::Deserialize,
+)]
 pub struct ModelFile {
+    /// Relative to the model's `path`.
     pub path: String,
     pub size: u64,
     pub sha256: String,

@@ -9,8 +9,24 @@ use uuid::Uuid;
 use super::{Store, StoreError, TASK_INFLIGHT_INDEX, checked};
 
 /// Where a model comes from; part of its identity with the model tag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, SurrealValue)]
+///
+/// One type wherever a source appears: stored as a plain string, answered
+/// in the API and read back by the command-line client, always in capitals.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    SurrealValue,
+    poem_openapi::Enum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[surreal(untagged, rename_all = "UPPERCASE")]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Source {
     Huggingface,
     Github,
@@ -27,9 +43,23 @@ impl Source {
     }
 }
 
-/// The life of a task: PENDING → RUNNING → DONE | FAILED | CANCELLED.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, SurrealValue)]
+/// The status of an upload task: PENDING → RUNNING → DONE | FAILED |
+/// CANCELLED. One type in the database, the API and the client, like `Source`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    SurrealValue,
+    poem_openapi::Enum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[surreal(untagged, rename_all = "UPPERCASE")]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskStatus {
     Pending,
     Running,

@@ -15,20 +15,12 @@ use super::{
     GuardedArchive, LocalZipError, MAX_COMPRESSION_RATIO, PlannedFile, PlannedModel,
     RATIO_CHECK_FLOOR, Rejection, extension,
 };
+use crate::store::ModelFile;
 use crate::validate::check_safetensors;
 use crate::validate::pickle::{check_checkpoint, check_stored_file};
 
 /// Bytes moved per read while extracting.
 const COPY_BUFFER_BYTES: usize = 256 * 1024;
-
-/// One extracted file, as a model record lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExtractedFile {
-    /// Relative to the model's folder, `/`-separated.
-    pub path: String,
-    pub size: u64,
-    pub sha256: String,
-}
 
 /// A valid model extracted into its staging folder, ready to install.
 #[derive(Debug, Clone)]
@@ -36,7 +28,7 @@ pub struct StagedModel {
     pub name: String,
     pub tag: String,
     pub dir: PathBuf,
-    pub files: Vec<ExtractedFile>,
+    pub files: Vec<ModelFile>,
 }
 
 /// What staging made of the models it was given.
@@ -97,7 +89,7 @@ impl GuardedArchive {
         dir: &Path,
         budget: &mut ByteBudget,
         buffer: &mut [u8],
-    ) -> Result<Vec<ExtractedFile>, LocalZipError> {
+    ) -> Result<Vec<ModelFile>, LocalZipError> {
         std::fs::create_dir_all(dir)?;
         let mut files = Vec::with_capacity(model.files.len());
         for planned in &model.files {
@@ -109,7 +101,7 @@ impl GuardedArchive {
                 ))
             })?;
             let (size, sha256) = copy_counted(entry, &mut target, planned, budget, buffer)?;
-            files.push(ExtractedFile {
+            files.push(ModelFile {
                 path: planned.components.join("/"),
                 size,
                 sha256,
@@ -207,7 +199,7 @@ fn check_expansion(
 /// fails the pickle scan, or any other file that holds an unsafe pickle
 /// (files are read by content, whatever their name), rejects the model
 /// whatever else it holds: such a pickle may run code when it is loaded.
-pub fn validate_model(dir: &Path, files: &[ExtractedFile]) -> Result<(), String> {
+pub fn validate_model(dir: &Path, files: &[ModelFile]) -> Result<(), String> {
     let mut passed = 0;
     let mut failures = Vec::new();
     for file in files {
@@ -291,7 +283,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = |path: &str, bytes: &[u8]| {
             std::fs::write(dir.path().join(path), bytes).unwrap();
-            ExtractedFile {
+            ModelFile {
                 path: path.into(),
                 size: bytes.len() as u64,
                 sha256: String::new(),
