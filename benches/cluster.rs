@@ -103,7 +103,13 @@ async fn main() {
     );
 }
 
-fn config(hub: &FakeHub, dir: &std::path::Path, db: &str, node: &str, lease_ms: u64) -> vectorize::Config {
+fn config(
+    hub: &FakeHub,
+    dir: &std::path::Path,
+    db: &str,
+    node: &str,
+    lease_ms: u64,
+) -> vectorize::Config {
     ConfigArgs {
         addr: Some("127.0.0.1:0".parse().unwrap()),
         data_dir: Some(dir.to_path_buf()),
@@ -169,8 +175,16 @@ async fn drain(nodes: &[String], run: &str, uploads: usize) -> Duration {
     .await;
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
-        let done = count(&client, &format!("{}/v1/upload/tasks?status=DONE&limit=1", nodes[0])).await;
-        let failed = count(&client, &format!("{}/v1/upload/tasks?status=FAILED&limit=1", nodes[0])).await;
+        let done = count(
+            &client,
+            &format!("{}/v1/upload/tasks?status=DONE&limit=1", nodes[0]),
+        )
+        .await;
+        let failed = count(
+            &client,
+            &format!("{}/v1/upload/tasks?status=FAILED&limit=1", nodes[0]),
+        )
+        .await;
         assert_eq!(failed, 0, "some uploads failed");
         if done as usize == uploads {
             return started.elapsed();
@@ -215,9 +229,22 @@ async fn takeover(hub: &FakeHub, dir: &std::path::Path) -> Duration {
         .await
         .unwrap();
     let task: Value = response.json().await.unwrap();
-    let url = |node: &App| format!("{}/v1/upload/tasks/{}", node.url(), task["id"].as_str().unwrap());
+    let url = |node: &App| {
+        format!(
+            "{}/v1/upload/tasks/{}",
+            node.url(),
+            task["id"].as_str().unwrap()
+        )
+    };
     let running = loop {
-        let t: Value = client.get(url(&nodes[0])).send().await.unwrap().json().await.unwrap();
+        let t: Value = client
+            .get(url(&nodes[0]))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if t["progress"]["bytes_done"].as_u64() > Some(100_000) {
             break t;
         }
@@ -230,7 +257,14 @@ async fn takeover(hub: &FakeHub, dir: &std::path::Path) -> Duration {
     nodes.remove(0).halt().await;
     let mut offset = None;
     let took = loop {
-        let t: Value = client.get(url(&survivor)).send().await.unwrap().json().await.unwrap();
+        let t: Value = client
+            .get(url(&survivor))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let bytes = t["progress"]["bytes_done"].as_u64().unwrap_or(0);
         if t["node"] == survivor_name(index) {
             let start = *offset.get_or_insert(bytes);
@@ -246,5 +280,9 @@ async fn takeover(hub: &FakeHub, dir: &std::path::Path) -> Duration {
 }
 
 fn survivor_name(halted_index: usize) -> &'static str {
-    if halted_index == 0 { "node-1" } else { "node-0" }
+    if halted_index == 0 {
+        "node-1"
+    } else {
+        "node-0"
+    }
 }

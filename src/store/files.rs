@@ -369,7 +369,11 @@ impl ModelFiles {
 /// Removes what a node folder holds but the staging folders in `keep`
 /// (`nodes/` itself is never removed from the folder of the old layout).
 fn sweep_node_folder(folder: &Path, keep: &[String]) {
-    for entry in std::fs::read_dir(folder.join("tasks")).into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir(folder.join("tasks"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !keep.contains(&name) {
             remove_dir_if_present(&entry.path());

@@ -9,9 +9,7 @@ use super::{Source, Store, StoreError};
 
 /// One file of a model: the one shape the database stores, the API
 /// answers and the client reads.
-#[derive(
-    Debug, Clone, PartialEq, Eq, SurrealValue, poem_openapi::Object, serde::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, SurrealValue, poem_openapi::Object, serde::Deserialize)]
 pub struct ModelFile {
     /// Relative to the model's `path`.
     pub path: String,
