@@ -286,7 +286,9 @@ async fn apply(state: &mut RegistryState, message: RegistryMsg) -> Result<(), Ac
             // A cancel may have reached this registry between the claim and
             // this message, finding the task not yet held here.
             if !state.store.holds(&lease).await.unwrap_or(true) {
-                state.supervisor.cast(SupervisorMsg::LeaseLost(task.task_id))?;
+                state
+                    .supervisor
+                    .cast(SupervisorMsg::LeaseLost(task.task_id))?;
                 return Ok(());
             }
             state.publish(&task);

@@ -32,6 +32,9 @@ pub(crate) const CANCEL_ANSWER: Duration = Duration::from_secs(4);
 /// worker that ends, look at once.
 const POLL_EVERY: Duration = Duration::from_millis(200);
 
+/// How often a node looks for tasks whose last attempt died with its node.
+const REAP_EVERY: Duration = Duration::from_secs(1);
+
 pub enum SupervisorMsg {
     /// Look for claimable tasks (a timer, a submit, a worker that ended).
     Poll,
@@ -93,6 +96,8 @@ pub struct SupervisorState {
     shutting_down: bool,
     /// Set by `Halt`: nothing is claimed or written any more.
     halted: bool,
+    /// When this node last looked for interrupted tasks.
+    reaped_at: Option<tokio::time::Instant>,
     /// Answered once the last worker has stopped.
     drained: Option<RpcReplyPort<()>>,
 }
@@ -108,21 +113,9 @@ impl SupervisorState {
             return Ok(());
         }
         let store = self.args.fetchers.store.clone();
-        match store.fail_interrupted(MAX_ATTEMPTS).await {
-            Ok(ended) if !ended.is_empty() => {
-                for task in &ended {
-                    tracing::warn!(task_id = %task.task_id, "the last attempt died with its node; task failed");
-                }
-                let ids: Vec<Uuid> = ended.iter().map(|t| t.task_id).collect();
-                let files = self.args.fetchers.files.clone();
-                tokio::task::spawn_blocking(move || {
-                    ids.into_iter()
-                        .for_each(|id| files.remove_task_staging_anywhere(id))
-                });
-                self.args.registry.cast(RegistryMsg::Ended(ended))?;
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not look for interrupted tasks"),
+        if self.reaped_at.is_none_or(|at| at.elapsed() >= REAP_EVERY) {
+            self.reaped_at = Some(tokio::time::Instant::now());
+            self.fail_interrupted().await?;
         }
         while self.running.len() < self.args.max_concurrent_tasks {
             let claimed = store
@@ -137,6 +130,34 @@ impl SupervisorState {
                 }
             };
             self.start_worker(myself, task, lease).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the tasks whose last attempt died with its node (FAILED
+    /// `INTERRUPTED`), removes their partial files, and shows them.
+    async fn fail_interrupted(&mut self) -> Result<(), ActorProcessingErr> {
+        match self
+            .args
+            .fetchers
+            .store
+            .fail_interrupted(MAX_ATTEMPTS)
+            .await
+        {
+            Ok(ended) if !ended.is_empty() => {
+                for task in &ended {
+                    tracing::warn!(task_id = %task.task_id, "the last attempt died with its node; task failed");
+                }
+                let ids: Vec<Uuid> = ended.iter().map(|t| t.task_id).collect();
+                let files = self.args.fetchers.files.clone();
+                tokio::task::spawn_blocking(move || {
+                    ids.into_iter()
+                        .for_each(|id| files.remove_task_staging_anywhere(id))
+                });
+                self.args.registry.cast(RegistryMsg::Ended(ended))?;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not look for interrupted tasks"),
         }
         Ok(())
     }
@@ -283,6 +304,7 @@ impl Actor for UploadSupervisor {
             running: HashMap::new(),
             shutting_down: false,
             halted: false,
+            reaped_at: None,
             drained: None,
         })
     }
