@@ -135,6 +135,19 @@ impl RegistryState {
         }
     }
 
+    /// Lets the task go after the last write its worker asked for. When
+    /// that write failed, the lease is simply no longer renewed: it lapses
+    /// and a node takes the task over, as after a crash.
+    fn written(&mut self, id: Uuid, written: Result<Option<UploadTask>, StoreError>) {
+        match written {
+            Ok(task) => self.let_go(id, task),
+            Err(e) => {
+                tracing::error!(task_id = %id, error = %e, "could not record a task's change; its lease will lapse");
+                self.let_go(id, None);
+            }
+        }
+    }
+
     /// The task with the live progress of this node's copy, if it holds it.
     fn with_live_progress(&self, mut task: UploadTask) -> UploadTask {
         if let Some(held) = self.held.get(&task.task_id) {
@@ -291,6 +304,13 @@ async fn apply(state: &mut RegistryState, message: RegistryMsg) -> Result<(), Ac
                     .cast(SupervisorMsg::LeaseLost(task.task_id))?;
                 return Ok(());
             }
+            if let Some(held) = state.held.get_mut(&task.task_id) {
+                // Claimed again after its lease lapsed (the database was
+                // out of reach) while its worker still runs: the worker
+                // goes on under the new lease.
+                held.lease = lease;
+                return Ok(());
+            }
             state.publish(&task);
             state.held.insert(
                 task.task_id,
@@ -328,9 +348,9 @@ async fn apply(state: &mut RegistryState, message: RegistryMsg) -> Result<(), Ac
             };
             match state.store.complete_task(&lease, progress, &model).await {
                 Ok(()) => {
-                    let done = state.store.get_task(id).await?;
-                    state.let_go(id, done);
                     let _ = reply.send(Ok(true));
+                    let done = state.store.get_task(id).await.ok().flatten();
+                    state.let_go(id, done);
                 }
                 Err(StoreError::LeaseLost) => {
                     tracing::info!(task_id = %id, "the task was cancelled or taken over before its model was registered");
@@ -344,15 +364,17 @@ async fn apply(state: &mut RegistryState, message: RegistryMsg) -> Result<(), Ac
                         model.model_tag,
                         model.source.as_str()
                     );
-                    let failed = state.store.fail_task(&lease, &message, None).await?;
-                    state.let_go(id, failed);
+                    let failed = state.store.fail_task(&lease, &message, None).await;
+                    state.written(id, failed);
                 }
                 Err(e) => {
+                    // Whether the transaction committed is unknown: the
+                    // worker keeps the files (a DONE task must have them).
                     tracing::error!(task_id = %id, error = %e, "could not register a finished model");
-                    let _ = reply.send(Ok(false));
+                    let _ = reply.send(Err(AppError::internal(&e)));
                     let message = "the model could not be registered in the database";
-                    let failed = state.store.fail_task(&lease, message, None).await?;
-                    state.let_go(id, failed);
+                    let failed = state.store.fail_task(&lease, message, None).await;
+                    state.written(id, failed);
                 }
             }
         }
@@ -361,22 +383,22 @@ async fn apply(state: &mut RegistryState, message: RegistryMsg) -> Result<(), Ac
                 let failed = state
                     .store
                     .fail_task(&lease, &message, code.as_deref())
-                    .await?;
-                state.let_go(id, failed);
+                    .await;
+                state.written(id, failed);
             }
         }
         RegistryMsg::RetryLater { id, backoff } => {
             if let Some(held) = state.held.get(&id) {
                 let (lease, progress) = (held.lease.clone(), held.task.progress);
-                let waiting = state.store.retry_later(&lease, backoff, progress).await?;
-                state.let_go(id, waiting);
+                let waiting = state.store.retry_later(&lease, backoff, progress).await;
+                state.written(id, waiting);
             }
         }
         RegistryMsg::Release { id } => {
             if let Some(held) = state.held.get(&id) {
                 let (lease, progress) = (held.lease.clone(), held.task.progress);
-                let released = state.store.release(&lease, progress).await?;
-                state.let_go(id, released);
+                let released = state.store.release(&lease, progress).await;
+                state.written(id, released);
             }
         }
         RegistryMsg::Heartbeat { reply } => {

@@ -129,6 +129,16 @@ impl SupervisorState {
                     break;
                 }
             };
+            if self.running_task(task.task_id).is_some() {
+                // This node's own task, whose lease lapsed while the
+                // database was out of reach: its worker runs on, under the
+                // new lease.
+                self.args.registry.cast(RegistryMsg::Claimed {
+                    task: Box::new(task),
+                    lease,
+                })?;
+                continue;
+            }
             self.start_worker(myself, task, lease).await?;
         }
         Ok(())

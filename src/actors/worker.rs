@@ -90,7 +90,9 @@ impl Actor for UploadWorker {
                         Some(Duration::from_secs(30)),
                     )
                     .await;
-                if !matches!(answer, Ok(CallResult::Success(Ok(true)))) {
+                // Only a definite "not registered" takes the files away: a
+                // timeout or an error may hide a completion that committed.
+                if matches!(answer, Ok(CallResult::Success(Ok(false)))) {
                     tracing::info!(task_id = %id, "task ended before its files were registered; removing them");
                     let shared = state
                         .fetchers
