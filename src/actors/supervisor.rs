@@ -32,8 +32,9 @@ pub(crate) const CANCEL_ANSWER: Duration = Duration::from_secs(4);
 /// worker that ends, look at once.
 const POLL_EVERY: Duration = Duration::from_millis(200);
 
-/// How often a node looks for tasks whose last attempt died with its node.
-const REAP_EVERY: Duration = Duration::from_secs(1);
+/// How often a node queues retries whose backoff has passed and looks for
+/// tasks whose last attempt died with its node.
+const REAP_EVERY: Duration = Duration::from_millis(250);
 
 pub enum SupervisorMsg {
     /// Look for claimable tasks (a timer, a submit, a worker that ended).
@@ -115,6 +116,9 @@ impl SupervisorState {
         let store = self.args.fetchers.store.clone();
         if self.reaped_at.is_none_or(|at| at.elapsed() >= REAP_EVERY) {
             self.reaped_at = Some(tokio::time::Instant::now());
+            if let Err(e) = store.promote_due_retries().await {
+                tracing::warn!(error = %e, "could not queue the retries that are due");
+            }
             self.fail_interrupted().await?;
         }
         while self.running.len() < self.args.max_concurrent_tasks {

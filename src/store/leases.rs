@@ -33,9 +33,10 @@ impl Lease {
 }
 
 /// Tasks a node may claim: running under a lease that lapsed (its node
-/// died) with an attempt left, and waiting past their backoff. Each is one
-/// scan of the `task_status` index, which holds a status' records in id
-/// order — UUIDv7, so oldest first — and `LIMIT 1` stops at the first.
+/// died) with an attempt left — found in the `task_status` index, which
+/// holds only the few running tasks — and waiting past their backoff, found
+/// in the `queue` table, oldest first (see `store`'s schema). A task in
+/// backoff joins the queue when `promote_due_retries` finds it due.
 const LAPSED: &str =
     "task_status = 'RUNNING' AND lease_until < time::now() AND attempts < $max_attempts";
 const WAITING: &str =
@@ -62,8 +63,9 @@ impl Store {
                 let response = self
                     .db()
                     .query(format!(
-                        "LET $next = (SELECT VALUE id FROM task WHERE {LAPSED} LIMIT 1)
-                             ?: (SELECT VALUE id FROM task WHERE {WAITING} LIMIT 1);
+                        "BEGIN TRANSACTION;
+                         LET $next = (SELECT VALUE id FROM task WHERE {LAPSED} LIMIT 1)
+                             ?: (SELECT VALUE task FROM queue LIMIT 1);
                          UPDATE $next
                          SET task_status = 'RUNNING', lease_owner = $node,
                              lease_until = time::now() + $lease, lease_epoch += 1,
@@ -71,15 +73,19 @@ impl Store {
                              started_at = started_at ?? time::now(), updated_at = time::now()
                          WHERE ({LAPSED}) OR ({WAITING})
                          RETURN AFTER;
-                         RETURN array::len($next);"
+                         FOR $claimed IN $next {{
+                             DELETE type::record('queue', record::id($claimed)) RETURN NONE;
+                         }};
+                         array::len($next);
+                         COMMIT TRANSACTION;"
                     ))
                     .bind(("node", node.to_string()))
                     .bind(("lease", lease))
                     .bind(("max_attempts", max_attempts as i64))
                     .await?;
                 let mut response = checked(response)?;
-                let mut found: Vec<UploadTask> = response.take(1)?;
-                let candidates: Option<u64> = response.take(2)?;
+                let mut found: Vec<UploadTask> = response.take(2)?;
+                let candidates: Option<u64> = response.take(4)?;
                 match found.pop() {
                     // Another node claimed the task this one picked first.
                     None if candidates.unwrap_or(0) > 0 => Err(StoreError::Conflict),
@@ -115,6 +121,28 @@ impl Store {
                 ))
                 .await?;
             Ok(checked(response)?.take(0)?)
+        })
+        .await
+    }
+
+    /// Queues the tasks whose retry backoff has passed. Each node runs this
+    /// about every `REAP_EVERY`; the `task_not_before` index finds them.
+    pub async fn promote_due_retries(&self) -> Result<(), StoreError> {
+        self.retrying(|| async {
+            let response = self
+                .db()
+                .query(
+                    "BEGIN TRANSACTION;
+                     FOR $due IN (SELECT VALUE id FROM task
+                         WHERE not_before != NONE AND not_before <= time::now()
+                             AND task_status = 'PENDING') {
+                         UPDATE $due SET not_before = NONE RETURN NONE;
+                         UPSERT type::record('queue', record::id($due)) SET task = $due RETURN NONE;
+                     };
+                     COMMIT TRANSACTION;",
+                )
+                .await?;
+            checked(response).map(drop)
         })
         .await
     }
@@ -266,15 +294,18 @@ impl Store {
             let response = self
                 .db()
                 .query(format!(
-                    "UPDATE type::record('task', $id)
+                    "BEGIN TRANSACTION;
+                     UPDATE type::record('task', $id)
                      SET task_status = 'CANCELLED', lease_epoch += 1, {UNHELD},
                          finished_at = time::now(), updated_at = time::now()
                      WHERE task_status IN ['PENDING', 'RUNNING']
-                     RETURN AFTER"
+                     RETURN AFTER;
+                     DELETE type::record('queue', $id) RETURN NONE;
+                     COMMIT TRANSACTION;"
                 ))
                 .bind(("id", id.to_string()))
                 .await?;
-            let mut found: Vec<UploadTask> = checked(response)?.take(0)?;
+            let mut found: Vec<UploadTask> = checked(response)?.take(1)?;
             Ok(found.pop())
         })
         .await
@@ -338,13 +369,20 @@ impl Store {
             let query = self
                 .db()
                 .query(format!(
-                    "UPDATE type::record('task', $id) SET {set} WHERE {FENCE} RETURN {returning}"
+                    "BEGIN TRANSACTION;
+                     UPDATE type::record('task', $id) SET {set} WHERE {FENCE} RETURN {returning};
+                     LET $now = (SELECT task_status, not_before FROM ONLY type::record('task', $id));
+                     IF $now.task_status = 'PENDING' AND $now.not_before = NONE {{
+                         UPSERT type::record('queue', $id) SET task = type::record('task', $id)
+                             RETURN NONE;
+                     }};
+                     COMMIT TRANSACTION;"
                 ))
                 .bind(("id", lease.task_id.to_string()))
                 .bind(("node", lease.node.clone()))
                 .bind(("epoch", lease.epoch as i64));
             let response = bind(query).await?;
-            Ok(checked(response)?.take(0)?)
+            Ok(checked(response)?.take(1)?)
         })
         .await
     }
@@ -491,5 +529,42 @@ mod races {
         assert!(failed.lease_owner.is_none());
         // Finished: a new upload of the model may start.
         store.submit_task(&task("x@main")).await.unwrap().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod queue {
+    use super::tests::{store, task};
+    use super::*;
+
+    /// A retry waits out its backoff outside the queue, keeps its place
+    /// ahead of later tasks once due, and a cancel takes a task out.
+    #[tokio::test]
+    async fn a_retry_rejoins_the_queue_when_due_and_a_cancel_leaves_it() {
+        let store = store().await;
+        let (first, second, third) = (task("a@main"), task("b@main"), task("c@main"));
+        for t in [&first, &second, &third] {
+            store.submit_task(t).await.unwrap().unwrap();
+        }
+        let lease = Duration::from_secs(60);
+        let (claimed, held) = store.claim_next("n", lease, 4).await.unwrap().unwrap();
+        assert_eq!(claimed.task_id, first.task_id);
+        store
+            .retry_later(&held, Duration::from_millis(300), Progress::default())
+            .await
+            .unwrap()
+            .unwrap();
+        store.cancel_task(second.task_id).await.unwrap().unwrap();
+        store.promote_due_retries().await.unwrap();
+        let (next, _) = store.claim_next("n", lease, 4).await.unwrap().unwrap();
+        assert_eq!(
+            next.task_id, third.task_id,
+            "the retry waits; the cancelled task is gone"
+        );
+        assert!(store.claim_next("n", lease, 4).await.unwrap().is_none());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        store.promote_due_retries().await.unwrap();
+        let (retry, _) = store.claim_next("n", lease, 4).await.unwrap().unwrap();
+        assert_eq!((retry.task_id, retry.attempts), (first.task_id, 2));
     }
 }

@@ -111,7 +111,14 @@ const LEASE_LOST: &str = "LEASE_LOST";
 /// `UPDATE`s bring databases of earlier versions along: statuses and
 /// sources stored as `{"PENDING": {}}` objects become plain strings (which
 /// the computed field and the queries compare), and unfinished tasks gain
-/// their `inflight_tag`.
+/// their `inflight_tag` and their place in the queue.
+///
+/// `queue` holds one record per PENDING task ready to run (not in a retry's
+/// backoff), keyed like the task: UUIDv7, so a scan of the table goes
+/// oldest first, and with no `WHERE` it stops at `LIMIT 1` — a scan of the
+/// `task_status` index, or any filtered scan, reads every waiting task, a
+/// millisecond per hundred. It changes only in the transactions that make
+/// a task ready or take it out of PENDING.
 /// `inflight_tag` is computed on every write: the model tag while the task
 /// is PENDING or RUNNING, NONE after, so that the unique index refuses a
 /// second task in flight for one model and forgets finished ones.
@@ -122,10 +129,15 @@ DEFINE FIELD OVERWRITE inflight_tag ON task VALUE
 DEFINE INDEX IF NOT EXISTS task_status ON task FIELDS task_status;
 DEFINE INDEX IF NOT EXISTS task_identity ON task FIELDS source, model_tag;
 DEFINE INDEX IF NOT EXISTS task_inflight ON task FIELDS source, inflight_tag UNIQUE;
+DEFINE INDEX IF NOT EXISTS task_not_before ON task FIELDS not_before;
 DEFINE TABLE IF NOT EXISTS model SCHEMALESS;
 DEFINE INDEX IF NOT EXISTS model_identity ON model FIELDS source, model_tag UNIQUE;
 DEFINE INDEX IF NOT EXISTS model_path ON model FIELDS path;
 DEFINE TABLE IF NOT EXISTS reservation SCHEMALESS;
+DEFINE TABLE IF NOT EXISTS queue SCHEMALESS;
+FOR $waiting IN (SELECT VALUE id FROM task WHERE task_status = "PENDING" AND not_before = NONE) {
+    UPSERT type::record('queue', record::id($waiting)) SET task = $waiting RETURN NONE;
+};
 UPDATE task SET task_status = object::keys(task_status)[0]
     WHERE type::is_object(task_status) RETURN NONE;
 UPDATE task SET source = object::keys(source)[0] WHERE type::is_object(source) RETURN NONE;

@@ -222,6 +222,8 @@ impl Store {
                              THROW 'MODEL_EXISTS'
                          };
                          CREATE type::record('task', $id) CONTENT $task RETURN NONE;
+                         CREATE type::record('queue', $id) SET task = type::record('task', $id)
+                             RETURN NONE;
                          COMMIT TRANSACTION;",
                     )
                     .bind(("source", task.source))
