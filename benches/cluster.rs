@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::env_or;
-use fake_hub::{FakeHub, HubFile, HubRepo, random_commit, safetensors_bytes};
+use fake_hub::{FakeHub, safetensors_bytes, tiny_repo};
 use futures_util::future::join_all;
 use serde_json::Value;
 use vectorize::store::{DbOptions, Store};
@@ -33,27 +33,9 @@ const LEASE_MS: u64 = 5_000;
 async fn main() {
     let uploads = env_or("VECTORIZE_CLUSTER_UPLOADS", 1000) as usize;
     let hub = FakeHub::start().await;
-    let weights = safetensors_bytes(&[("w", &[8, 8])]);
     for run in ["a", "b", "c"] {
         for i in 0..uploads {
-            hub.add_repo(HubRepo {
-                id: format!("{run}/model-{i}"),
-                commit: random_commit(),
-                revisions: vec!["main".into()],
-                files: vec![
-                    HubFile {
-                        path: "config.json".into(),
-                        bytes: b"{}".to_vec(),
-                        lfs: false,
-                    },
-                    HubFile {
-                        path: "model.safetensors".into(),
-                        bytes: weights.clone(),
-                        lfs: true,
-                    },
-                ],
-                ..Default::default()
-            });
+            hub.add_repo(tiny_repo(&format!("{run}/model-{i}")));
         }
     }
 
@@ -195,29 +177,18 @@ async fn drain(nodes: &[String], run: &str, uploads: usize) -> Duration {
 }
 
 async fn count(client: &reqwest::Client, url: &str) -> u64 {
-    let page: Value = client.get(url).send().await.unwrap().json().await.unwrap();
-    page["total"].as_u64().unwrap()
+    get_json(client, url).await["total"].as_u64().unwrap()
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
 }
 
 /// Two nodes; the one running a throttled download halts; the time from
 /// the halt until the other node has written a byte of the task.
 async fn takeover(hub: &FakeHub, dir: &std::path::Path) -> Duration {
-    let mut repo = HubRepo {
-        id: "d/slow".into(),
-        commit: random_commit(),
-        revisions: vec!["main".into()],
-        files: vec![HubFile {
-            path: "model.safetensors".into(),
-            bytes: safetensors_bytes(&[("w", &[1024, 1024])]),
-            lfs: true,
-        }],
-        ..Default::default()
-    };
-    repo.files.push(HubFile {
-        path: "config.json".into(),
-        bytes: b"{}".to_vec(),
-        lfs: false,
-    });
+    let mut repo = tiny_repo("d/slow");
+    repo.files[1].bytes = safetensors_bytes(&[("w", &[1024, 1024])]);
     hub.add_repo(repo);
     hub.slow_downloads(500_000);
     let mut nodes = shared_nodes(hub, dir, 2).await;
@@ -237,14 +208,7 @@ async fn takeover(hub: &FakeHub, dir: &std::path::Path) -> Duration {
         )
     };
     let running = loop {
-        let t: Value = client
-            .get(url(&nodes[0]))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let t = get_json(&client, &url(&nodes[0])).await;
         if t["progress"]["bytes_done"].as_u64() > Some(100_000) {
             break t;
         }
@@ -257,14 +221,7 @@ async fn takeover(hub: &FakeHub, dir: &std::path::Path) -> Duration {
     nodes.remove(0).halt().await;
     let mut offset = None;
     let took = loop {
-        let t: Value = client
-            .get(url(&survivor))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let t = get_json(&client, &url(&survivor)).await;
         let bytes = t["progress"]["bytes_done"].as_u64().unwrap_or(0);
         if t["node"] == survivor_name(index) {
             let start = *offset.get_or_insert(bytes);

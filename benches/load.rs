@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Service, env_or};
-use fake_hub::{FakeHub, HubFile, HubRepo, random_commit, safetensors_bytes};
+use fake_hub::{FakeHub, tiny_repo};
 use futures_util::future::join_all;
 use serde_json::Value;
 
@@ -29,26 +29,8 @@ async fn main() {
     let uploads = env_or("VECTORIZE_LOAD_UPLOADS", 1000) as usize;
     let seconds = env_or("VECTORIZE_LOAD_SECONDS", 10);
     let hub = FakeHub::start().await;
-    let weights = safetensors_bytes(&[("w", &[8, 8])]);
     for i in 0..uploads {
-        hub.add_repo(HubRepo {
-            id: format!("load/model-{i}"),
-            commit: random_commit(),
-            revisions: vec!["main".into()],
-            files: vec![
-                HubFile {
-                    path: "config.json".into(),
-                    bytes: b"{}".to_vec(),
-                    lfs: false,
-                },
-                HubFile {
-                    path: "model.safetensors".into(),
-                    bytes: weights.clone(),
-                    lfs: true,
-                },
-            ],
-            ..Default::default()
-        });
+        hub.add_repo(tiny_repo(&format!("load/model-{i}")));
     }
     let scratch = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
     let service = Service::start(&scratch.path().join("data"), &[("HF_ENDPOINT", hub.url())]).await;

@@ -16,7 +16,7 @@ use crate::crash::{
     SLOW, assert_clean, assert_installed, assert_resumed_from, big_model, partial_weights,
 };
 use crate::helpers::{TestApp, is_finished, small_model};
-use crate::support::fake_hub::FakeHub;
+use crate::support::fake_hub::{FakeHub, tiny_repo};
 use crate::support::hygiene::task_staging;
 
 /// Lease of the test nodes: short, so a takeover comes quickly.
@@ -309,8 +309,7 @@ async fn many_tasks_survive_a_node_dying_and_another_joining() {
     let mut cluster = Cluster::start(3, 2).await;
     let mut ids = Vec::new();
     for i in 0..TASKS {
-        let repo = small_model(&format!("acme/many-{i}"));
-        cluster.hub.add_repo(repo);
+        cluster.hub.add_repo(tiny_repo(&format!("acme/many-{i}")));
         let live: Vec<&TestApp> = cluster.nodes.iter().filter(|n| n.app.is_some()).collect();
         let node = live[i % live.len()];
         ids.push(node.upload_hf(&format!("acme/many-{i}")).await);

@@ -243,6 +243,29 @@ pub fn safetensors_bytes(tensors: &[(&str, &[usize])]) -> Vec<u8> {
 
 /// A fresh random 40-hex commit id.
 #[allow(dead_code)]
+/// The smallest valid model: a config and an 8×8 safetensors file (LFS);
+/// what load tests and benchmarks upload by the dozen or the thousand.
+pub fn tiny_repo(id: &str) -> HubRepo {
+    HubRepo {
+        id: id.into(),
+        commit: random_commit(),
+        revisions: vec!["main".into()],
+        files: vec![
+            HubFile {
+                path: "config.json".into(),
+                bytes: b"{}".to_vec(),
+                lfs: false,
+            },
+            HubFile {
+                path: "model.safetensors".into(),
+                bytes: safetensors_bytes(&[("w", &[8, 8])]),
+                lfs: true,
+            },
+        ],
+        ..Default::default()
+    }
+}
+
 pub fn random_commit() -> String {
     hex::encode(rand::random::<[u8; 20]>())
 }
