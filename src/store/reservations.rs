@@ -50,9 +50,11 @@ impl Store {
             let taken = self
                 .db()
                 .query(
-                    "DELETE type::record('reservation', $key) WHERE until < time::now();
+                    "BEGIN TRANSACTION;
+                     DELETE type::record('reservation', $key) WHERE until < time::now();
                      CREATE type::record('reservation', $key)
-                         SET holder = $holder, until = time::now() + $hold RETURN NONE;",
+                         SET holder = $holder, until = time::now() + $hold RETURN NONE;
+                     COMMIT TRANSACTION;",
                 )
                 .bind(("key", key.to_string()))
                 .bind(("holder", holder.to_string()))
