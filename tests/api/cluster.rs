@@ -160,11 +160,10 @@ async fn a_dead_nodes_download_is_taken_over_and_resumed_with_range() {
 
     let killed = Instant::now();
     cluster.halt(index).await;
-    // Bytes the dead node had written; the takeover asks for the rest.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let offset = std::fs::metadata(partial_weights(cluster.dir.path(), &id, &repo))
-        .map(|m| m.len())
-        .unwrap();
+    // Bytes the dead node had written, once its worker has stopped writing;
+    // the takeover asks for the rest.
+    let partial = partial_weights(cluster.dir.path(), &id, &repo);
+    let offset = settled_size(&partial).await;
     cluster.hub.clear_faults();
     cluster.hub.clear_log();
 
@@ -247,8 +246,17 @@ async fn events_and_cancel_reach_the_node_that_runs_the_task() {
         .unwrap();
     assert_eq!(stream.status(), 200);
     let events = tokio::spawn(read_events(stream));
-    // The follower sees progress the holder makes.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // The holder saves progress at most once a second: two saves past the
+    // one seen above leave the stream's 500 ms poll time to see one.
+    let mut seen = running["progress"]["bytes_done"].as_u64().unwrap();
+    for _ in 0..2 {
+        let moved = follower
+            .wait_for(&id, Duration::from_secs(10), |t| {
+                t["progress"]["bytes_done"].as_u64() > Some(seen)
+            })
+            .await;
+        seen = moved["progress"]["bytes_done"].as_u64().unwrap();
+    }
 
     let started = Instant::now();
     let cancelled = canceller.cancel_task(&id).await;
@@ -281,11 +289,32 @@ async fn events_and_cancel_reach_the_node_that_runs_the_task() {
         .filter_map(|t| t["progress"]["bytes_done"].as_u64())
         .collect();
     assert!(moved.len() > 1, "the follower saw no progress: {seen:?}");
-    // The holder's worker stopped: the task stays CANCELLED, no model.
+    // The holder's worker stopped: the task stays CANCELLED, no model. An
+    // absence cannot be polled for; this waits past the holder's heartbeat.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let task = cluster.node(&holder).task(&id).await;
     assert_eq!(task["task_status"], "CANCELLED", "{task}");
     assert_eq!(cluster.nodes[0].list_models("").await["total"], 0);
+}
+
+/// The size of a file once it has stopped growing (two reads 100 ms
+/// apart agree), within 5 s.
+async fn settled_size(path: &std::path::Path) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = std::fs::metadata(path).unwrap().len();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = std::fs::metadata(path).unwrap().len();
+        if now == last {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} keeps growing",
+            path.display()
+        );
+        last = now;
+    }
 }
 
 /// The `task` events of a stream, until it ends.
