@@ -109,6 +109,7 @@ pub struct RegistryState {
     cache: Arc<TaskCache>,
     supervisor: ActorRef<SupervisorMsg>,
     lease: Duration,
+    node: String,
     held: HashMap<Uuid, Held>,
 }
 
@@ -121,9 +122,15 @@ fn heartbeat_every(lease: Duration) -> Duration {
 impl RegistryState {
     /// Shows a change to the status route and to this node's event streams.
     fn publish(&self, task: &UploadTask) {
-        self.cache.put(task);
-        // No subscriber is normal: nobody is watching.
-        let _ = self.events.send(task.clone());
+        self.publisher().publish(task);
+    }
+
+    fn publisher(&self) -> Publisher {
+        Publisher {
+            cache: self.cache.clone(),
+            events: self.events.clone(),
+            node: self.node.clone(),
+        }
     }
 
     /// Publishes the task as a fenced write left it, and forgets it as held.
@@ -147,13 +154,29 @@ impl RegistryState {
             }
         }
     }
+}
 
-    /// The task with the live progress of this node's copy, if it holds it.
-    fn with_live_progress(&self, mut task: UploadTask) -> UploadTask {
-        if let Some(held) = self.held.get(&task.task_id) {
-            task.progress = held.task.progress;
+/// Where a changed task goes: the task cache and the event streams of this
+/// node.
+struct Publisher {
+    cache: Arc<TaskCache>,
+    events: broadcast::Sender<UploadTask>,
+    node: String,
+}
+
+impl Publisher {
+    fn publish(&self, task: &UploadTask) {
+        // Finished tasks never change; a running one is this node's to
+        // cache only while this node holds it (another node's copy would
+        // go stale here).
+        let held_here = task.lease_owner.as_deref() == Some(self.node.as_str());
+        if task.task_status.is_terminal() || held_here {
+            self.cache.put(task);
+        } else {
+            self.cache.forget_live(task.task_id);
         }
-        task
+        // No subscriber is normal: nobody is watching.
+        let _ = self.events.send(task.clone());
     }
 }
 
@@ -201,6 +224,7 @@ impl Actor for TaskRegistry {
             cache: args.cache,
             supervisor,
             lease: args.lease,
+            node: args.node,
             held: HashMap::new(),
         })
     }
@@ -254,45 +278,62 @@ impl Actor for TaskRegistry {
 /// Applies one message to the registry's state.
 async fn apply(state: &mut RegistryState, message: RegistryMsg) -> Result<(), ActorProcessingErr> {
     match message {
+        // Submits and reads wait on the database only: they run beside the
+        // mailbox, so a burst of requests never delays a lease renewal.
         RegistryMsg::Submit { task, reply } => {
-            let answer = match state.store.submit_task(&task).await {
-                Ok(Ok(())) => {
-                    state.publish(&task);
-                    state.supervisor.cast(SupervisorMsg::Poll)?;
-                    Ok(*task)
-                }
-                Ok(Err(SubmitRefusal::ModelExists)) => Err(model_already_exists(&task)),
-                Ok(Err(SubmitRefusal::InFlight(running))) => Err(upload_in_progress(&running)),
-                Err(e) => Err(store_failure(e)),
-            };
-            let _ = reply.send(answer);
+            let (store, publisher) = (state.store.clone(), state.publisher());
+            let supervisor = state.supervisor.clone();
+            tokio::spawn(async move {
+                let answer = match store.submit_task(&task).await {
+                    Ok(Ok(())) => {
+                        publisher.publish(&task);
+                        let _ = supervisor.cast(SupervisorMsg::Poll);
+                        Ok(*task)
+                    }
+                    Ok(Err(SubmitRefusal::ModelExists)) => Err(model_already_exists(&task)),
+                    Ok(Err(SubmitRefusal::InFlight(running))) => Err(upload_in_progress(&running)),
+                    Err(e) => Err(store_failure(e)),
+                };
+                let _ = reply.send(answer);
+            });
         }
         RegistryMsg::Get { id, reply } => {
-            let answer = match state.held.get(&id) {
-                Some(held) => Ok(Some(held.task.clone())),
-                None => state.store.get_task(id).await.map_err(store_failure),
-            };
-            if let Ok(Some(task)) = &answer
-                && task.task_status.is_terminal()
-            {
-                state.cache.put(task);
+            if let Some(held) = state.held.get(&id) {
+                let _ = reply.send(Ok(Some(held.task.clone())));
+                return Ok(());
             }
-            let _ = reply.send(answer);
+            let (store, cache) = (state.store.clone(), state.cache.clone());
+            tokio::spawn(async move {
+                let answer = store.get_task(id).await.map_err(store_failure);
+                if let Ok(Some(task)) = &answer
+                    && task.task_status.is_terminal()
+                {
+                    cache.put(task);
+                }
+                let _ = reply.send(answer);
+            });
         }
         RegistryMsg::List { filter, reply } => {
-            let answer = state
-                .store
-                .list_tasks(&filter)
-                .await
-                .map_err(store_failure)
-                .map(|(items, total)| {
-                    let items = items
-                        .into_iter()
-                        .map(|t| state.with_live_progress(t))
-                        .collect();
+            let live: HashMap<Uuid, Progress> = state
+                .held
+                .iter()
+                .map(|(id, held)| (*id, held.task.progress))
+                .collect();
+            let store = state.store.clone();
+            tokio::spawn(async move {
+                let answer = store.list_tasks(&filter).await.map_err(store_failure);
+                let answer = answer.map(|(mut items, total)| {
+                    // This node's running tasks with their live progress (not
+                    // one that finished since the snapshot was taken).
+                    for task in items.iter_mut().filter(|t| !t.task_status.is_terminal()) {
+                        if let Some(progress) = live.get(&task.task_id) {
+                            task.progress = *progress;
+                        }
+                    }
                     (items, total)
                 });
-            let _ = reply.send(answer);
+                let _ = reply.send(answer);
+            });
         }
         RegistryMsg::Cancel { id, reply } => cancel(state, id, reply).await?,
         RegistryMsg::Claimed { task, lease } => {
@@ -302,13 +343,6 @@ async fn apply(state: &mut RegistryState, message: RegistryMsg) -> Result<(), Ac
                 state
                     .supervisor
                     .cast(SupervisorMsg::LeaseLost(task.task_id))?;
-                return Ok(());
-            }
-            if let Some(held) = state.held.get_mut(&task.task_id) {
-                // Claimed again after its lease lapsed (the database was
-                // out of reach) while its worker still runs: the worker
-                // goes on under the new lease.
-                held.lease = lease;
                 return Ok(());
             }
             state.publish(&task);
@@ -418,24 +452,34 @@ async fn apply(state: &mut RegistryState, message: RegistryMsg) -> Result<(), Ac
 /// gone (cancelled on another node, or taken over after this node stalled)
 /// stops its worker.
 async fn renew_leases(state: &mut RegistryState) {
-    let ids: Vec<Uuid> = state.held.keys().copied().collect();
-    for id in ids {
-        let Some(held) = state.held.get(&id) else {
-            continue;
-        };
+    let renewals = state.held.iter().map(|(id, held)| {
         let progress = held.dirty.then_some(held.task.progress);
-        match state.store.renew(&held.lease, state.lease, progress).await {
+        let (store, lease, duration) = (&state.store, held.lease.clone(), state.lease);
+        async move {
+            (
+                *id,
+                lease.epoch,
+                store.renew(&lease, duration, progress).await,
+            )
+        }
+    });
+    let renewed = futures_util::future::join_all(renewals).await;
+    for (id, epoch, outcome) in renewed {
+        match outcome {
             Ok(true) => {
                 if let Some(held) = state.held.get_mut(&id) {
                     held.dirty = false;
                 }
             }
-            Ok(false) => {
+            // Gone (cancelled on another node, or taken over after this
+            // node stalled) — unless the task was claimed again meanwhile.
+            Ok(false) if state.held.get(&id).is_some_and(|h| h.lease.epoch == epoch) => {
                 tracing::info!(task_id = %id, "the task's lease is gone; stopping its worker");
                 let now = state.store.get_task(id).await.ok().flatten();
                 state.let_go(id, now);
                 let _ = state.supervisor.cast(SupervisorMsg::LeaseLost(id));
             }
+            Ok(false) => {}
             // The database did not answer: try again at the next beat; the
             // lease lapses if this goes on, and another node takes over.
             Err(e) => tracing::warn!(task_id = %id, error = %e, "could not renew a lease"),

@@ -92,17 +92,16 @@ impl Actor for UploadWorker {
                     .await;
                 // Only a definite "not registered" takes the files away: a
                 // timeout or an error may hide a completion that committed.
-                if matches!(answer, Ok(CallResult::Success(Ok(false)))) {
+                // A folder that a registered model uses (another revision
+                // name of the commit, or this very upload finished by the
+                // node that took the task over) is theirs: nothing of it goes.
+                if matches!(answer, Ok(CallResult::Success(Ok(false))))
+                    && let Ok(0) = state.fetchers.store.count_models_at(&model.path).await
+                    && reservation.still_held().await
+                {
                     tracing::info!(task_id = %id, "task ended before its files were registered; removing them");
-                    let shared = state
-                        .fetchers
-                        .store
-                        .count_models_at(&model.path)
-                        .await
-                        .unwrap_or(1)
-                        > 0;
                     let files = state.fetchers.files.clone();
-                    let _ = tokio::task::spawn_blocking(move || files.remove_model(&model, shared))
+                    let _ = tokio::task::spawn_blocking(move || files.remove_model(&model, false))
                         .await;
                 }
                 reservation.release().await;
@@ -248,7 +247,8 @@ async fn install(
 ) -> Result<(PathBuf, Reservation), SourceError> {
     let store = &fetchers.store;
     let key = folder_key(task.source, &task.request.repo);
-    let holder = format!("task:{}", task.task_id);
+    // The lease's epoch tells this attempt from a later one on another node.
+    let holder = format!("task:{}@{}#{}", task.task_id, lease.node, lease.epoch);
     let reservation = store
         .reserve(&key, &holder, RESERVE_WITHIN)
         .await
@@ -257,12 +257,18 @@ async fn install(
         })?;
     match store.holds(lease).await {
         Ok(true) => {}
-        held => {
+        // Cancelled, or taken over while this node was away: the registry
+        // finds the lease gone at its next heartbeat, and the supervisor
+        // removes this node's staging then.
+        Ok(false) => {
             reservation.release().await;
-            return Err(match held {
-                Err(e) => SourceError::Transient(format!("could not check the task's lease: {e}")),
-                _ => SourceError::Cancelled,
-            });
+            return Err(SourceError::Cancelled);
+        }
+        Err(e) => {
+            reservation.release().await;
+            return Err(SourceError::Transient(format!(
+                "could not check the task's lease: {e}"
+            )));
         }
     }
     let files = fetchers.files.clone();

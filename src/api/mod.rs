@@ -150,15 +150,15 @@ async fn observe<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Respon
 #[handler]
 async fn health(state: poem::web::Data<&Arc<AppState>>) -> Response {
     let node = &state.config.node_id;
-    if state.actors.is_running() && state.store.ping().await {
-        Json(serde_json::json!({"status": "ok", "node": node})).into_response()
+    let reason = if !state.actors.is_running() {
+        "the task actors are not running"
+    } else if !state.store.ping().await {
+        "the database does not answer"
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "unavailable", "node": node})),
-        )
-            .into_response()
-    }
+        return Json(serde_json::json!({"status": "ok", "node": node})).into_response();
+    };
+    let body = serde_json::json!({"status": "unavailable", "node": node, "reason": reason});
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 /// Prometheus text format.

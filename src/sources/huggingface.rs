@@ -246,8 +246,13 @@ impl HfHub {
             let blob_id = blob_id(sibling);
             let size = sibling.lfs.as_ref().map(|l| l.size).or(sibling.size);
             let cached = cache_blobs.join(&blob_id);
+            let dest = staging.join(&blob_id);
             let fetched = match (size, std::fs::metadata(&cached)) {
-                (Some(size), Ok(meta)) if meta.len() == size && sibling.lfs.is_some() => {
+                (Some(size), Ok(meta))
+                    if meta.len() == size
+                        && sibling.lfs.is_some()
+                        && stage_cached(&cached, &dest).is_ok() =>
+                {
                     progress.add_bytes(size);
                     StagedFile {
                         repo_path: sibling.rfilename.clone(),
@@ -257,14 +262,14 @@ impl HfHub {
                             .map(|l| l.sha256.clone())
                             .unwrap_or_default(),
                         blob_id,
-                        staged_at: cached,
+                        staged_at: dest,
                         size,
                     }
                 }
                 _ => {
                     let file = FileDownload {
                         url: self.file_url(repo, &info.sha, &sibling.rfilename),
-                        dest: staging.join(&blob_id),
+                        dest: dest.clone(),
                         expected_size: size,
                         expected_sha256: sibling.lfs.as_ref().map(|l| l.sha256.clone()),
                         token: self.token.clone(),
@@ -292,6 +297,23 @@ impl HfHub {
             commit: info.sha,
             files,
         })
+    }
+}
+
+/// Stages a blob the cache already holds (another revision brought it) as
+/// a hard link in the task's staging folder: the install then sees the same
+/// file even if a delete of that other model removes the cache's copy
+/// meanwhile, or a node that lost this task's lease takes its files away.
+fn stage_cached(cached: &Path, dest: &Path) -> std::io::Result<()> {
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::hard_link(cached, dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(dest)?;
+            std::fs::hard_link(cached, dest)
+        }
+        linked => linked,
     }
 }
 
@@ -332,6 +354,14 @@ fn select_files<'a>(
 /// index names only shards that are present, and no file holds an unsafe
 /// pickle (checkpoints are scanned as such, every other file by content).
 fn check_weights(files: &[StagedFile]) -> Result<(), SourceError> {
+    // A staged file that is gone was taken by this service (a stopped
+    // attempt's cleanup), not spoiled by the hub: fetch again.
+    if let Some(gone) = files.iter().find(|f| !f.staged_at.exists()) {
+        return Err(SourceError::Transient(format!(
+            "{} disappeared from the staging folder before it was checked",
+            gone.repo_path
+        )));
+    }
     let by_path: BTreeMap<&str, &StagedFile> =
         files.iter().map(|f| (f.repo_path.as_str(), f)).collect();
     let has = |ext: &[&str], f: &StagedFile| ext.iter().any(|e| f.repo_path.ends_with(e));

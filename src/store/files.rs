@@ -200,17 +200,7 @@ impl ModelFiles {
         std::fs::create_dir_all(&snapshots)?;
         for file in files {
             let blob = blobs.join(&file.blob_id);
-            if file.staged_at == blob {
-                // Already in the cache: a blob another revision brought. A
-                // model deleted meanwhile may have taken it with it; the
-                // caller then fetches it again.
-                if !blob.exists() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!("{} was removed from the cache meanwhile", file.repo_path),
-                    ));
-                }
-            } else if blob.exists() {
+            if blob.exists() {
                 std::fs::remove_file(&file.staged_at).ok();
             } else {
                 std::fs::rename(&file.staged_at, &blob)?;

@@ -46,6 +46,18 @@ pub enum StoreError {
     /// Another install or delete kept a model folder reserved too long.
     #[error("the model folder {0} stayed reserved by another install or delete")]
     Busy(String),
+    /// The server refused the configured user, as root and as a user of
+    /// the namespace. The password is never part of the message.
+    #[error(
+        "cannot sign in to {endpoint} as `{user}` (tried root, then a user of namespace \
+         `{namespace}`): {reason}; check VECTORIZE_DB_USER and VECTORIZE_DB_PASS"
+    )]
+    SignIn {
+        endpoint: String,
+        user: String,
+        namespace: String,
+        reason: Box<surrealdb::Error>,
+    },
     /// Two writers touched the same record and this one kept losing.
     #[error("the database kept reporting write conflicts")]
     Conflict,
@@ -201,12 +213,19 @@ impl Store {
                 password: pass.clone(),
             };
             if db.signin(root).await.is_err() {
-                db.signin(Namespace {
+                let namespace = Namespace {
                     namespace: options.namespace.clone(),
                     username: user.clone(),
                     password: pass,
-                })
-                .await?;
+                };
+                if let Err(reason) = db.signin(namespace).await {
+                    return Err(StoreError::SignIn {
+                        endpoint: options.endpoint.clone(),
+                        user: user.clone(),
+                        namespace: options.namespace.clone(),
+                        reason: Box::new(reason),
+                    });
+                }
             }
         }
         db.use_ns(&options.namespace)

@@ -106,6 +106,26 @@ async fn renew(store: Store, key: String, holder: String) {
 }
 
 impl Reservation {
+    /// Whether the reservation is still this holder's: false once it lapsed
+    /// (its node was frozen past `HOLD`) and someone else may have the
+    /// folder. Checked before files are taken away.
+    pub async fn still_held(&self) -> bool {
+        let holder: Result<Option<String>, StoreError> = async {
+            let response = self
+                .store
+                .db()
+                .query(
+                    "SELECT VALUE holder FROM ONLY type::record('reservation', $key)
+                     WHERE until > time::now()",
+                )
+                .bind(("key", self.key.clone()))
+                .await?;
+            Ok(checked(response)?.take(0)?)
+        }
+        .await;
+        matches!(holder, Ok(Some(h)) if h == self.holder)
+    }
+
     /// Gives the folder back. A failure is logged: the reservation lapses
     /// on its own after `HOLD`.
     pub async fn release(self) {

@@ -119,7 +119,7 @@ async fn interrupted_download_resumes(stop: Stop) {
             assert_eq!(events.status(), 200);
             let status = first.sigterm().await;
             drop(events);
-            assert!(status.success(), "SIGTERM: {status}\n{}", first.stderr());
+            assert!(status.success(), "SIGTERM: {status}\n{}", first.output());
         }
     }
     drop(first);
@@ -136,7 +136,7 @@ async fn interrupted_download_resumes(stop: Stop) {
 
     let second = ServiceProcess::start(dir.path(), &hub, &[]).await;
     let done = second.wait_task(&id).await;
-    assert_eq!(done["task_status"], "DONE", "{done}\n{}", second.stderr());
+    assert_eq!(done["task_status"], "DONE", "{done}\n{}", second.output());
     // A crash cuts an attempt that counts; a clean stop gives it back.
     let attempts = match stop {
         Stop::Kill => 2,
@@ -214,7 +214,7 @@ async fn pending_tasks_run_after_a_kill_and_finished_ones_are_untouched() {
     let second = ServiceProcess::start(dir.path(), &hub, &one_at_a_time).await;
     for id in [&running_id, &queued_id] {
         let done = second.wait_task(id).await;
-        assert_eq!(done["task_status"], "DONE", "{done}\n{}", second.stderr());
+        assert_eq!(done["task_status"], "DONE", "{done}\n{}", second.output());
     }
     assert_eq!(second.task(&queued_id).await["attempts"], 1);
     // The task that ended before the kill reads exactly as it did, and so

@@ -9,6 +9,7 @@ mod support {
     pub mod hygiene;
     pub mod probe_gate;
     pub mod process;
+    pub mod surreal_server;
 }
 
 mod cli;

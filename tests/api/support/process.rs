@@ -3,7 +3,7 @@
 //! loopback port with its data dir (so the database is the default
 //! `surrealkv://{data dir}/db`) and its hub set by environment variables,
 //! waits for `/health`, and can kill it with SIGKILL or stop it with
-//! SIGTERM. The child's stderr is collected for failure messages, and the
+//! SIGTERM. The child's output (log and stderr) is collected for failure messages, and the
 //! child is killed when the value is dropped, so a failing test leaves no
 //! process behind.
 
@@ -30,7 +30,8 @@ pub struct ServiceProcess {
     url: String,
     pub client: reqwest::Client,
     pub data_dir: PathBuf,
-    stderr: Arc<Mutex<String>>,
+    /// Its stdout (the log) and stderr, interleaved by line.
+    output: Arc<Mutex<String>>,
 }
 
 #[allow(dead_code)]
@@ -49,6 +50,20 @@ impl ServiceProcess {
                 Err(log) if log.contains("in use") && Instant::now() < deadline => continue,
                 Err(log) => panic!("vectorize serve did not start:\n{log}"),
             }
+        }
+    }
+
+    /// Starts the binary expecting it to refuse to start; answers its
+    /// stderr once it has exited.
+    pub async fn start_refused(
+        data_dir: &Path,
+        hub: &FakeHub,
+        extra_env: &[(&str, &str)],
+    ) -> String {
+        let deadline = Instant::now() + STARTUP;
+        match Self::try_start(data_dir, hub, extra_env, deadline).await {
+            Ok(process) => panic!("vectorize serve started:\n{}", process.output()),
+            Err(log) => log,
         }
     }
 
@@ -78,32 +93,25 @@ impl ServiceProcess {
             .env("RUST_LOG", "warn")
             .envs(extra_env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("the vectorize binary runs");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().expect("stderr is piped");
-        std::thread::spawn({
-            let stderr = stderr.clone();
-            move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let mut log = stderr.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            }
-        });
+        let output = Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        collect_lines(stdout, output.clone());
+        collect_lines(stderr, output.clone());
         let mut process = ServiceProcess {
             child,
             url: format!("http://127.0.0.1:{port}"),
             client: reqwest::Client::new(),
             data_dir: data_dir.to_path_buf(),
-            stderr,
+            output,
         };
         loop {
             if let Some(status) = process.child.try_wait().unwrap() {
                 // Let the reader thread collect the last lines.
-                let log = process.wait_for_stderr_end();
+                let log = process.wait_for_output_end();
                 return Err(format!("exited with {status}:\n{log}"));
             }
             let health = process.client.get(process.at("/health")).send().await;
@@ -113,20 +121,20 @@ impl ServiceProcess {
             if Instant::now() > deadline {
                 return Err(format!(
                     "no healthy answer within {STARTUP:?}:\n{}",
-                    process.stderr()
+                    process.output()
                 ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// The child's stderr once the pipe has closed (or after a short wait).
-    fn wait_for_stderr_end(&self) -> String {
+    /// The child's output once its pipes have closed (or after a short wait).
+    fn wait_for_output_end(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(2);
-        while Arc::strong_count(&self.stderr) > 1 && Instant::now() < deadline {
+        while Arc::strong_count(&self.output) > 1 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        self.stderr()
+        self.output()
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -142,9 +150,9 @@ impl ServiceProcess {
         self.child.id()
     }
 
-    /// What the child has written to stderr so far.
-    pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+    /// What the child has written to stdout and stderr so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
     }
 
     /// SIGKILL (what `Child::kill` sends on Unix), then reaps the child.
@@ -153,14 +161,19 @@ impl ServiceProcess {
         self.child.wait().expect("the killed child is reaped");
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill(1) runs");
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
     /// Sends SIGTERM and waits for the exit, failing the test if the process
     /// is still running after the contract's 10 seconds.
     pub async fn sigterm(&mut self) -> ExitStatus {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .expect("kill(1) runs");
-        assert!(sent.success(), "kill -TERM failed");
+        self.signal("TERM");
         let deadline = Instant::now() + SIGTERM_BOUND;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -169,7 +182,7 @@ impl ServiceProcess {
             assert!(
                 Instant::now() < deadline,
                 "vectorize did not exit within {SIGTERM_BOUND:?} of SIGTERM:\n{}",
-                self.stderr()
+                self.output()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -196,6 +209,17 @@ impl ServiceProcess {
         self.get_json(&format!("/v1/upload/tasks/{id}")).await
     }
 
+    /// `DELETE /v1/upload/tasks/{id}`.
+    pub async fn cancel_task(&self, id: &str) -> reqwest::Response {
+        let url = self.at(&format!("/v1/upload/tasks/{id}"));
+        self.client.delete(url).send().await.unwrap()
+    }
+
+    /// `GET /v1/models{query}`.
+    pub async fn list_models(&self, query: &str) -> Value {
+        self.get_json(&format!("/v1/models{query}")).await
+    }
+
     pub async fn get_json(&self, path: &str) -> Value {
         let response = self.client.get(self.at(path)).send().await.unwrap();
         assert_eq!(response.status(), 200, "GET {path}");
@@ -210,7 +234,7 @@ impl ServiceProcess {
         within: Duration,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        poll_task(id, within, || self.task(id), done, || self.stderr()).await
+        poll_task(id, within, || self.task(id), done, || self.output()).await
     }
 
     /// Polls until the task is DONE, FAILED or CANCELLED.
@@ -227,6 +251,17 @@ impl Drop for ServiceProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Appends the lines of `pipe` to `output` on a thread of its own.
+fn collect_lines(pipe: impl std::io::Read + Send + 'static, output: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut log = output.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
 }
 
 /// A loopback port nobody listens on right now.
