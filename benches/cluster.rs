@@ -2,28 +2,31 @@
 //! cluster`: 1,000 Hugging Face uploads of small repositories against the
 //! fast fake hub, submitted by 64 concurrent clients spread over the nodes
 //! and drained (submit → every task DONE), by (a) one node on its embedded
-//! `surrealkv://` database, as `cargo run -- serve` runs, (b) one node and
-//! (c) three nodes sharing one embedded `mem://` database in this process;
-//! then (d) the takeover time after a node halts in the middle of a
-//! throttled download: from the halt to the first byte another node
-//! writes. Nodes run in this process (`App::start_on`), so they share its
-//! two cores. `VECTORIZE_CLUSTER_UPLOADS` shrinks it.
+//! `surrealkv://` database, as `cargo run --release -- serve` runs, (b) one
+//! node and (c) three nodes on one SurrealDB server (this repository's
+//! `examples/surreal_server`, in memory); then (d) the takeover time after
+//! `kill -9` of the node running a throttled download: from the kill to the
+//! first byte another node writes. Every node is the release binary in its
+//! own process; all of them, the server and the fake hub share this
+//! machine's cores. `VECTORIZE_CLUSTER_UPLOADS` shrinks it.
 
 mod common;
 #[path = "../tests/api/support/fake_hub.rs"]
 #[allow(dead_code)]
 mod fake_hub;
+#[path = "../tests/api/support/surreal_server.rs"]
+#[allow(dead_code)]
+mod surreal_server;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::env_or;
+use common::{Service, env_or};
 use fake_hub::{FakeHub, safetensors_bytes, tiny_repo};
 use futures_util::future::join_all;
 use serde_json::Value;
-use vectorize::store::{DbOptions, Store};
-use vectorize::{App, ConfigArgs};
+use surreal_server::SurrealServer;
 
 const CLIENTS: usize = 64;
 /// The lease of the takeover run.
@@ -32,35 +35,28 @@ const LEASE_MS: u64 = 5_000;
 #[tokio::main]
 async fn main() {
     let uploads = env_or("VECTORIZE_CLUSTER_UPLOADS", 1000) as usize;
+    build_server();
     let hub = FakeHub::start().await;
     for run in ["a", "b", "c"] {
         for i in 0..uploads {
             hub.add_repo(tiny_repo(&format!("{run}/model-{i}")));
         }
     }
-
     let scratch = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
+
     let embedded = {
-        let dir = scratch.path().join("a");
-        let db = format!("surrealkv://{}", dir.join("db").display());
-        let app = App::start(config(&hub, &dir, &db, "node-a", LEASE_MS))
-            .await
-            .unwrap();
-        let time = drain(&[app.url()], "a", uploads).await;
-        app.shutdown().await;
-        time
+        let node = Service::start(&scratch.path().join("a"), &hub_env(&hub)).await;
+        drain(std::slice::from_ref(&node.base), "a", uploads).await
     };
-    let one_shared = {
-        let nodes = shared_nodes(&hub, &scratch.path().join("b"), 1).await;
-        let time = drain(&urls(&nodes), "b", uploads).await;
-        stop(nodes).await;
-        time
+    let one = {
+        let server = SurrealServer::start().await;
+        let nodes = start_nodes(&server, &hub, &scratch.path().join("b"), 1).await;
+        drain(&urls(&nodes), "b", uploads).await
     };
-    let three_shared = {
-        let nodes = shared_nodes(&hub, &scratch.path().join("c"), 3).await;
-        let time = drain(&urls(&nodes), "c", uploads).await;
-        stop(nodes).await;
-        time
+    let three = {
+        let server = SurrealServer::start().await;
+        let nodes = start_nodes(&server, &hub, &scratch.path().join("c"), 3).await;
+        drain(&urls(&nodes), "c", uploads).await
     };
     let takeover = takeover(&hub, &scratch.path().join("d")).await;
 
@@ -70,8 +66,8 @@ async fn main() {
     println!("| --- | --- | --- |");
     for (name, time) in [
         ("(a) one node, embedded surrealkv", embedded),
-        ("(b) one node, shared mem:// database", one_shared),
-        ("(c) three nodes, shared mem:// database", three_shared),
+        ("(b) one node, SurrealDB server", one),
+        ("(c) three nodes, SurrealDB server", three),
     ] {
         println!(
             "| {name} | {:.2} s | {:.0} |",
@@ -80,50 +76,49 @@ async fn main() {
         );
     }
     println!(
-        "| (d) takeover after a halt, lease {LEASE_MS} ms | {:.2} s | |",
+        "three nodes against one on the server: {:.2}×",
+        one.as_secs_f64() / three.as_secs_f64()
+    );
+    println!(
+        "| (d) takeover after kill -9, lease {LEASE_MS} ms | {:.2} s | |",
         takeover.as_secs_f64()
     );
 }
 
-fn config(
-    hub: &FakeHub,
-    dir: &std::path::Path,
-    db: &str,
-    node: &str,
-    lease_ms: u64,
-) -> vectorize::Config {
-    ConfigArgs {
-        addr: Some("127.0.0.1:0".parse().unwrap()),
-        data_dir: Some(dir.to_path_buf()),
-        db: Some(db.into()),
-        node_id: Some(node.into()),
-        lease_ms: Some(lease_ms),
-        hf_endpoint: Some(hub.url()),
-        ..Default::default()
-    }
-    .resolve()
-    .unwrap()
+/// `cargo bench` builds no examples: the release server is built once here.
+fn build_server() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = std::process::Command::new(cargo)
+        .args(["build", "--release", "--example", "surreal_server"])
+        .status()
+        .expect("cargo runs");
+    assert!(built.success(), "could not build examples/surreal_server");
 }
 
-/// `count` nodes on one new embedded database and one data dir.
-async fn shared_nodes(hub: &FakeHub, dir: &std::path::Path, count: usize) -> Vec<App> {
-    let store = Store::open(&DbOptions::embedded("mem://")).await.unwrap();
+fn hub_env(hub: &FakeHub) -> Vec<(&'static str, String)> {
+    vec![("HF_ENDPOINT", hub.url())]
+}
+
+/// `count` nodes (`node-0`, …) on `server`, sharing the data dir `dir`.
+async fn start_nodes(
+    server: &SurrealServer,
+    hub: &FakeHub,
+    dir: &std::path::Path,
+    count: usize,
+) -> Vec<Service> {
     let mut nodes = Vec::new();
     for n in 0..count {
-        let config = config(hub, dir, "mem://", &format!("node-{n}"), LEASE_MS);
-        nodes.push(App::start_on(config, store.clone(), false).await.unwrap());
+        let mut env = hub_env(hub);
+        env.extend(server.node_env());
+        env.push(("VECTORIZE_NODE_ID", format!("node-{n}")));
+        env.push(("VECTORIZE_LEASE_MS", LEASE_MS.to_string()));
+        nodes.push(Service::start(dir, &env).await);
     }
     nodes
 }
 
-fn urls(nodes: &[App]) -> Vec<String> {
-    nodes.iter().map(App::url).collect()
-}
-
-async fn stop(nodes: Vec<App>) {
-    for node in nodes {
-        node.shutdown().await;
-    }
+fn urls(nodes: &[Service]) -> Vec<String> {
+    nodes.iter().map(|n| n.base.clone()).collect()
 }
 
 /// Submits `uploads` uploads of `{run}/model-{i}` by `CLIENTS` clients,
@@ -184,26 +179,28 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Value {
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
 
-/// Two nodes; the one running a throttled download halts; the time from
-/// the halt until the other node has written a byte of the task.
+/// Two nodes on a server; the one running a throttled download is killed
+/// with SIGKILL; the time from the kill until the other node has written
+/// a byte of the task.
 async fn takeover(hub: &FakeHub, dir: &std::path::Path) -> Duration {
     let mut repo = tiny_repo("d/slow");
     repo.files[1].bytes = safetensors_bytes(&[("w", &[1024, 1024])]);
     hub.add_repo(repo);
     hub.slow_downloads(500_000);
-    let mut nodes = shared_nodes(hub, dir, 2).await;
+    let server = SurrealServer::start().await;
+    let mut nodes = start_nodes(&server, hub, dir, 2).await;
     let client = reqwest::Client::new();
     let response = client
-        .post(format!("{}/v1/upload/huggingface", nodes[0].url()))
+        .post(format!("{}/v1/upload/huggingface", nodes[0].base))
         .json(&serde_json::json!({"model_tag": "d/slow"}))
         .send()
         .await
         .unwrap();
     let task: Value = response.json().await.unwrap();
-    let url = |node: &App| {
+    let url = |node: &Service| {
         format!(
             "{}/v1/upload/tasks/{}",
-            node.url(),
+            node.base,
             task["id"].as_str().unwrap()
         )
     };
@@ -214,32 +211,23 @@ async fn takeover(hub: &FakeHub, dir: &std::path::Path) -> Duration {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let holder = running["node"].as_str().unwrap().to_string();
-    let index = usize::from(holder == "node-1");
-    let survivor = nodes.remove(1 - index);
-    let halted = Instant::now();
-    nodes.remove(0).halt().await;
+    let holder: usize = running["node"].as_str().unwrap()[5..].parse().unwrap();
+    let mut dead = nodes.remove(holder);
+    let survivor = nodes.remove(0);
+    let killed = Instant::now();
+    dead.kill9();
     let mut offset = None;
     let took = loop {
         let t = get_json(&client, &url(&survivor)).await;
         let bytes = t["progress"]["bytes_done"].as_u64().unwrap_or(0);
-        if t["node"] == survivor_name(index) {
+        if t["node"] == format!("node-{}", 1 - holder) {
             let start = *offset.get_or_insert(bytes);
             if bytes > start {
-                break halted.elapsed();
+                break killed.elapsed();
             }
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     hub.clear_faults();
-    survivor.shutdown().await;
     took
-}
-
-fn survivor_name(halted_index: usize) -> &'static str {
-    if halted_index == 0 {
-        "node-1"
-    } else {
-        "node-0"
-    }
 }

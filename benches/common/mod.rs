@@ -51,6 +51,12 @@ impl Service {
         panic!("the service did not become healthy");
     }
 
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+
     /// Peak resident memory (VmHWM) so far, in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))

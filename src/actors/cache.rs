@@ -54,18 +54,22 @@ impl TaskCache {
     /// holds, or a finished one (which never changes again).
     pub(crate) fn put(&self, task: &UploadTask) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let was_finished = inner
+            .tasks
+            .get(&task.task_id)
+            .is_some_and(|t| t.task_status.is_terminal());
+        if was_finished {
+            // A finished task never changes: a late view of it running is stale.
+            return;
+        }
         let finished_now = task.task_status.is_terminal();
         if !finished_now && task.lease_owner.is_none() {
             // Waiting: any node may claim it next, so it is not cached.
             inner.tasks.remove(&task.task_id);
             return;
         }
-        let was_finished = inner
-            .tasks
-            .get(&task.task_id)
-            .is_some_and(|t| t.task_status.is_terminal());
         inner.tasks.insert(task.task_id, task.clone());
-        if finished_now && !was_finished {
+        if finished_now {
             inner.finished.push_back(task.task_id);
             while inner.finished.len() > FINISHED_KEPT {
                 if let Some(old) = inner.finished.pop_front() {

@@ -109,7 +109,6 @@ pub struct RegistryState {
     cache: Arc<TaskCache>,
     supervisor: ActorRef<SupervisorMsg>,
     lease: Duration,
-    node: String,
     held: HashMap<Uuid, Held>,
 }
 
@@ -129,7 +128,6 @@ impl RegistryState {
         Publisher {
             cache: self.cache.clone(),
             events: self.events.clone(),
-            node: self.node.clone(),
         }
     }
 
@@ -156,24 +154,19 @@ impl RegistryState {
     }
 }
 
-/// Where a changed task goes: the task cache and the event streams of this
-/// node.
+/// Where a changed task goes: the event streams of this node, and the
+/// cache when it is finished (a finished task never changes). Running
+/// tasks enter the cache only from `Claimed` and `Progress`, while this
+/// node holds them; any other view of one could go stale there.
 struct Publisher {
     cache: Arc<TaskCache>,
     events: broadcast::Sender<UploadTask>,
-    node: String,
 }
 
 impl Publisher {
     fn publish(&self, task: &UploadTask) {
-        // Finished tasks never change; a running one is this node's to
-        // cache only while this node holds it (another node's copy would
-        // go stale here).
-        let held_here = task.lease_owner.as_deref() == Some(self.node.as_str());
-        if task.task_status.is_terminal() || held_here {
+        if task.task_status.is_terminal() {
             self.cache.put(task);
-        } else {
-            self.cache.forget_live(task.task_id);
         }
         // No subscriber is normal: nobody is watching.
         let _ = self.events.send(task.clone());
@@ -224,7 +217,6 @@ impl Actor for TaskRegistry {
             cache: args.cache,
             supervisor,
             lease: args.lease,
-            node: args.node,
             held: HashMap::new(),
         })
     }
@@ -336,15 +328,11 @@ async fn apply(state: &mut RegistryState, message: RegistryMsg) -> Result<(), Ac
             });
         }
         RegistryMsg::Cancel { id, reply } => cancel(state, id, reply).await?,
+        // A cancel that reached this registry between the claim and this
+        // message has bumped the epoch: the first renewal finds the lease
+        // gone and stops the worker.
         RegistryMsg::Claimed { task, lease } => {
-            // A cancel may have reached this registry between the claim and
-            // this message, finding the task not yet held here.
-            if !state.store.holds(&lease).await.unwrap_or(true) {
-                state
-                    .supervisor
-                    .cast(SupervisorMsg::LeaseLost(task.task_id))?;
-                return Ok(());
-            }
+            state.cache.put(&task);
             state.publish(&task);
             state.held.insert(
                 task.task_id,
@@ -381,10 +369,9 @@ async fn apply(state: &mut RegistryState, message: RegistryMsg) -> Result<(), Ac
                 return Ok(());
             };
             match state.store.complete_task(&lease, progress, &model).await {
-                Ok(()) => {
+                Ok(done) => {
                     let _ = reply.send(Ok(true));
-                    let done = state.store.get_task(id).await.ok().flatten();
-                    state.let_go(id, done);
+                    state.let_go(id, Some(done));
                 }
                 Err(StoreError::LeaseLost) => {
                     tracing::info!(task_id = %id, "the task was cancelled or taken over before its model was registered");
@@ -455,31 +442,24 @@ async fn renew_leases(state: &mut RegistryState) {
     let renewals = state.held.iter().map(|(id, held)| {
         let progress = held.dirty.then_some(held.task.progress);
         let (store, lease, duration) = (&state.store, held.lease.clone(), state.lease);
-        async move {
-            (
-                *id,
-                lease.epoch,
-                store.renew(&lease, duration, progress).await,
-            )
-        }
+        async move { (*id, store.renew(&lease, duration, progress).await) }
     });
     let renewed = futures_util::future::join_all(renewals).await;
-    for (id, epoch, outcome) in renewed {
+    for (id, outcome) in renewed {
         match outcome {
             Ok(true) => {
                 if let Some(held) = state.held.get_mut(&id) {
                     held.dirty = false;
                 }
             }
-            // Gone (cancelled on another node, or taken over after this
-            // node stalled) — unless the task was claimed again meanwhile.
-            Ok(false) if state.held.get(&id).is_some_and(|h| h.lease.epoch == epoch) => {
+            // Gone: cancelled on another node, or taken over after this
+            // node stalled.
+            Ok(false) => {
                 tracing::info!(task_id = %id, "the task's lease is gone; stopping its worker");
                 let now = state.store.get_task(id).await.ok().flatten();
                 state.let_go(id, now);
                 let _ = state.supervisor.cast(SupervisorMsg::LeaseLost(id));
             }
-            Ok(false) => {}
             // The database did not answer: try again at the next beat; the
             // lease lapses if this goes on, and another node takes over.
             Err(e) => tracing::warn!(task_id = %id, error = %e, "could not renew a lease"),

@@ -136,13 +136,14 @@ impl SupervisorState {
             if self.running_task(task.task_id).is_some() {
                 // This node's own task, whose lease lapsed (the database was
                 // out of reach) while its worker still runs or stops: one
-                // folder, one worker. The claim goes back; the old worker
-                // stops at the registry's next heartbeat, and the task is
-                // claimed afresh after that.
-                if let Err(e) = store.release(&lease, task.progress).await {
+                // folder, one worker. The claim goes back, unclaimable for
+                // a lease: by then the registry's heartbeat has found the old
+                // lease gone and the old worker has stopped and cleaned up.
+                let (progress, after) = (task.progress, self.args.lease);
+                if let Err(e) = store.release_later(&lease, progress, after).await {
                     tracing::warn!(task_id = %task.task_id, error = %e, "could not give back a task claimed twice; its lease will lapse");
                 }
-                break;
+                continue;
             }
             self.start_worker(myself, task, lease).await?;
         }
@@ -281,16 +282,10 @@ impl SupervisorState {
 
     /// Removes a task's staging folder off the actor (gigabytes of partial
     /// files take a while), then runs `then`.
-    /// Removes the task's staging folder on this node, then runs `then` —
-    /// unless this node claimed the task again meanwhile and a newer
-    /// attempt works in that folder.
     fn remove_staging_then(&self, task_id: Uuid, then: impl FnOnce() + Send + 'static) {
         let files = self.args.fetchers.files.clone();
-        let rerun = self.running.values().any(|r| r.task.task_id == task_id);
         tokio::task::spawn_blocking(move || {
-            if !rerun {
-                files.remove_task_staging(task_id);
-            }
+            files.remove_task_staging(task_id);
             then();
         });
     }

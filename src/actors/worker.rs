@@ -7,8 +7,9 @@
 //! Installing is the one step that touches files other tasks and nodes
 //! share: it holds the reservation of the repository's folder from just
 //! before the files are renamed into place until the model is registered
-//! (or the installed files are taken away again), and checks the lease
-//! once more under it: a worker whose lease is gone installs nothing.
+//! (or the installed files are taken away again), and the lease is checked
+//! in the transaction that takes it: a worker whose lease is gone installs
+//! nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use super::registry::RegistryMsg;
 use crate::sources::{ProgressSink, SourceError};
 use crate::store::files::{ModelFiles, remove_dir_if_present};
 use crate::store::reservations::folder_key;
-use crate::store::{Lease, ModelFile, ModelRecord, Reservation, Source, UploadTask};
+use crate::store::{Lease, ModelFile, ModelRecord, Reservation, Source, StoreError, UploadTask};
 
 /// How often progress is reported to the registry while an attempt runs.
 const REPORT_EVERY: Duration = Duration::from_millis(250);
@@ -249,28 +250,22 @@ async fn install(
     let key = folder_key(task.source, &task.request.repo);
     // The lease's epoch tells this attempt from a later one on another node.
     let holder = format!("task:{}@{}#{}", task.task_id, lease.node, lease.epoch);
-    let reservation = store
-        .reserve(&key, &holder, RESERVE_WITHIN)
+    // The lease is checked with the reservation: a worker whose lease is
+    // gone (cancelled, or taken over while this node was away) installs
+    // nothing; the registry finds the lease gone at its next heartbeat and
+    // the supervisor removes this node's staging then.
+    let reservation = match store
+        .reserve_fenced(&key, &holder, RESERVE_WITHIN, Some(lease))
         .await
-        .map_err(|e| {
-            SourceError::Transient(format!("could not reserve the model's folder: {e}"))
-        })?;
-    match store.holds(lease).await {
-        Ok(true) => {}
-        // Cancelled, or taken over while this node was away: the registry
-        // finds the lease gone at its next heartbeat, and the supervisor
-        // removes this node's staging then.
-        Ok(false) => {
-            reservation.release().await;
-            return Err(SourceError::Cancelled);
-        }
+    {
+        Ok(reservation) => reservation,
+        Err(StoreError::LeaseLost) => return Err(SourceError::Cancelled),
         Err(e) => {
-            reservation.release().await;
             return Err(SourceError::Transient(format!(
-                "could not check the task's lease: {e}"
+                "could not reserve the model's folder: {e}"
             )));
         }
-    }
+    };
     let files = fetchers.files.clone();
     let placed = tokio::task::spawn_blocking(move || {
         let placed = place(&files);

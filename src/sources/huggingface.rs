@@ -304,6 +304,9 @@ impl HfHub {
 /// a hard link in the task's staging folder: the install then sees the same
 /// file even if a delete of that other model removes the cache's copy
 /// meanwhile, or a node that lost this task's lease takes its files away.
+/// The link shares the store's file: nothing may write to it in place (the
+/// fetch skips it, being complete). A link that fails (another file
+/// system) means downloading the blob again.
 fn stage_cached(cached: &Path, dest: &Path) -> std::io::Result<()> {
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent)?;

@@ -43,7 +43,8 @@ const WAITING: &str =
     "task_status = 'PENDING' AND (not_before = NONE OR not_before <= time::now())";
 
 /// The fence every write of a lease holder carries.
-const FENCE: &str = "lease_owner = $node AND lease_epoch = $epoch AND task_status = 'RUNNING'";
+pub(super) const FENCE: &str =
+    "lease_owner = $node AND lease_epoch = $epoch AND task_status = 'RUNNING'";
 
 /// What a task that is no longer held looks like.
 const UNHELD: &str = "lease_owner = NONE, lease_until = NONE";
@@ -205,6 +206,26 @@ impl Store {
         .await
     }
 
+    /// `release`, but no node claims the task before `after` has passed:
+    /// for a claim this node must not run yet (its old worker of the same
+    /// task is still stopping).
+    pub async fn release_later(
+        &self,
+        lease: &Lease,
+        progress: Progress,
+        after: Duration,
+    ) -> Result<Option<UploadTask>, StoreError> {
+        self.fenced_task(
+            lease,
+            &format!(
+                "task_status = 'PENDING', {UNHELD}, attempts -= 1, progress = $progress, \
+                 not_before = time::now() + $after, updated_at = time::now()"
+            ),
+            |q| q.bind(("progress", progress)).bind(("after", after)),
+        )
+        .await
+    }
+
     /// Gives the task back after a failed attempt; no node claims it before
     /// `backoff` has passed.
     pub async fn retry_later(
@@ -248,12 +269,13 @@ impl Store {
     /// Marks the task DONE and registers its model in one transaction that
     /// throws when the lease is gone: a node that lost its lease cannot
     /// register a model. `StoreError::Duplicate` when the model exists.
+    /// Answers the task as it is now.
     pub async fn complete_task(
         &self,
         lease: &Lease,
         progress: Progress,
         model: &ModelRecord,
-    ) -> Result<(), StoreError> {
+    ) -> Result<UploadTask, StoreError> {
         let finished = Progress {
             bytes_done: progress.bytes_total,
             files_done: progress.files_total,
@@ -271,6 +293,7 @@ impl Store {
                          WHERE {FENCE} RETURN AFTER);
                      IF array::len($done) = 0 {{ THROW '{LEASE_LOST}' }};
                      CREATE type::record('model', $model_key) CONTENT $model RETURN NONE;
+                     RETURN $done[0];
                      COMMIT TRANSACTION;"
                 ))
                 .bind(("id", lease.task_id.to_string()))
@@ -281,7 +304,8 @@ impl Store {
                 .bind(("model_key", model.model_id.to_string()))
                 .bind(("model", model.clone()))
                 .await?;
-            checked(response).map(drop)
+            let done: Option<UploadTask> = checked(response)?.take(4)?;
+            done.ok_or_else(|| StoreError::Refused("the completion returned no task".into()))
         })
         .await
     }

@@ -7,7 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Source, Store, StoreError, checked};
+use super::leases::FENCE;
+use super::{LEASE_LOST, Lease, Source, Store, StoreError, checked};
 
 /// How long a reservation holds unless renewed.
 const HOLD: Duration = Duration::from_secs(10);
@@ -45,20 +46,45 @@ impl Store {
         holder: &str,
         within: Duration,
     ) -> Result<Reservation, StoreError> {
+        self.reserve_fenced(key, holder, within, None).await
+    }
+
+    /// `reserve` for a lease holder: in the same transaction the lease is
+    /// checked, and `StoreError::LeaseLost` answered (nothing reserved)
+    /// when it is gone. What a worker does before it renames files into
+    /// the store.
+    pub async fn reserve_fenced(
+        &self,
+        key: &str,
+        holder: &str,
+        within: Duration,
+        lease: Option<&Lease>,
+    ) -> Result<Reservation, StoreError> {
+        let fence = match lease {
+            Some(_) => format!(
+                "IF (SELECT VALUE task_id FROM ONLY type::record('task', $task) WHERE {FENCE}) = NONE
+                     {{ THROW '{LEASE_LOST}' }};"
+            ),
+            None => String::new(),
+        };
         let deadline = Instant::now() + within;
         loop {
             let taken = self
                 .db()
-                .query(
+                .query(format!(
                     "BEGIN TRANSACTION;
+                     {fence}
                      DELETE type::record('reservation', $key) WHERE until < time::now();
                      CREATE type::record('reservation', $key)
                          SET holder = $holder, until = time::now() + $hold RETURN NONE;
                      COMMIT TRANSACTION;",
-                )
+                ))
                 .bind(("key", key.to_string()))
                 .bind(("holder", holder.to_string()))
                 .bind(("hold", HOLD))
+                .bind(("task", lease.map(|l| l.task_id.to_string())))
+                .bind(("node", lease.map(|l| l.node.clone())))
+                .bind(("epoch", lease.map(|l| l.epoch as i64)))
                 .await
                 .map_err(StoreError::from)
                 .and_then(checked);

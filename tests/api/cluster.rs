@@ -25,12 +25,21 @@ use crate::support::surreal_server::SurrealServer;
 
 /// Lease of the test nodes: short, so a takeover comes quickly.
 const LEASE_MS: u64 = 1_000;
+/// Lease in the chaos test: long enough that renewals of debug builds on
+/// a machine busy with the other tests do not miss it.
+const CHAOS_LEASE_MS: u64 = 3_000;
+
+/// The cluster tests run one at a time: each starts a SurrealDB server and
+/// three debug builds, and on two cores several at once starve each
+/// other's lease renewals.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Nodes `node-0`, `node-1`, … on one SurrealDB server and one data dir.
 struct Cluster {
     /// `None` while a node is down.
     nodes: Vec<Option<ServiceProcess>>,
     max_concurrent_tasks: usize,
+    lease_ms: u64,
     server: SurrealServer,
     hub: FakeHub,
     dir: tempfile::TempDir,
@@ -38,9 +47,14 @@ struct Cluster {
 
 impl Cluster {
     async fn start(nodes: usize, max_concurrent_tasks: usize) -> Self {
+        Self::start_with_lease(nodes, max_concurrent_tasks, LEASE_MS).await
+    }
+
+    async fn start_with_lease(nodes: usize, max_concurrent_tasks: usize, lease_ms: u64) -> Self {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             max_concurrent_tasks,
+            lease_ms,
             server: SurrealServer::start().await,
             hub: FakeHub::start().await,
             dir: tempfile::tempdir().unwrap(),
@@ -57,7 +71,7 @@ impl Cluster {
         let mut env = self.server.node_env();
         env.extend([
             ("VECTORIZE_NODE_ID", format!("node-{index}")),
-            ("VECTORIZE_LEASE_MS", LEASE_MS.to_string()),
+            ("VECTORIZE_LEASE_MS", self.lease_ms.to_string()),
             // Attempts and lost leases are logged at info: the failure
             // message of a test shows them.
             ("RUST_LOG", "info".to_string()),
@@ -120,6 +134,7 @@ impl Cluster {
 /// unique index lets exactly one through; the rest learn why.
 #[tokio::test]
 async fn fifty_identical_uploads_over_three_nodes_make_exactly_one_task() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = Cluster::start(3, 4).await;
     cluster.hub.add_repo(big_model("acme/once"));
     cluster.hub.slow_downloads(SLOW);
@@ -149,6 +164,7 @@ async fn fifty_identical_uploads_over_three_nodes_make_exactly_one_task() {
 /// node's fence is gone: a completion under its lease is refused.
 #[tokio::test]
 async fn a_killed_nodes_download_is_taken_over_and_resumed_with_range() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = Cluster::start(3, 2).await;
     let repo = big_model("acme/takeover");
     cluster.hub.add_repo(repo.clone());
@@ -222,6 +238,7 @@ async fn a_killed_nodes_download_is_taken_over_and_resumed_with_range() {
 /// its partial files within a few seconds.
 #[tokio::test]
 async fn events_and_cancel_reach_the_node_that_runs_the_task() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = Cluster::start(3, 2).await;
     let repo = big_model("acme/followed");
     cluster.hub.add_repo(repo.clone());
@@ -311,7 +328,7 @@ async fn read_events(response: reqwest::Response) -> Vec<Value> {
 
 /// 300 short tasks over three nodes while, every few seconds, a random
 /// node is killed and started again, or frozen past its lease and woken
-/// (so it wakes holding leases that others have taken over). Bodies are
+/// (so it wakes holding leases that others have taken over), leases 3 s. Bodies are
 /// throttled so each task takes a few hundred milliseconds and the chaos
 /// lands on running tasks. Every task ends DONE with one model each and
 /// its files in place, no staging is left, and no task changes after it
@@ -319,7 +336,8 @@ async fn read_events(response: reqwest::Response) -> Vec<Value> {
 #[tokio::test]
 async fn three_hundred_tasks_survive_nodes_killed_frozen_and_restarted() {
     const TASKS: usize = 300;
-    let mut cluster = Cluster::start(3, 4).await;
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start_with_lease(3, 4, CHAOS_LEASE_MS).await;
     let repos: Vec<_> = (0..TASKS)
         .map(|i| tiny_repo(&format!("acme/chaos-{i}")))
         .collect();
@@ -356,13 +374,13 @@ async fn three_hundred_tasks_survive_nodes_killed_frozen_and_restarted() {
         } else {
             let node = cluster.node(victim);
             node.signal("STOP");
-            tokio::time::sleep(Duration::from_millis(LEASE_MS * 3 / 2)).await;
+            tokio::time::sleep(Duration::from_millis(CHAOS_LEASE_MS + 1_000)).await;
             node.signal("CONT");
             freezes += 1;
         }
         // Room between blows: a task hit in four attempts running fails
         // INTERRUPTED, as it should, which is not what this test is after.
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
         let observer = cluster.node((victim + 1) % 3);
         let tasks = observer.get_json("/v1/upload/tasks?limit=1000").await;
         for task in tasks["items"].as_array().unwrap() {
@@ -387,7 +405,7 @@ async fn three_hundred_tasks_survive_nodes_killed_frozen_and_restarted() {
     assert!(kills + freezes >= 3, "the chaos hardly started");
 
     // Let every frozen-and-woken worker find out it lost its lease.
-    tokio::time::sleep(Duration::from_millis(LEASE_MS * 2)).await;
+    tokio::time::sleep(Duration::from_millis(CHAOS_LEASE_MS * 2)).await;
     for (id, first) in &done_seen {
         let now = cluster.node(0).task(id).await;
         assert_eq!(&now, first, "task {id} changed after it was DONE");
@@ -425,6 +443,7 @@ impl Rng {
 /// reconnects on its own and takes uploads again.
 #[tokio::test]
 async fn a_node_reconnects_after_the_database_restarts() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut server = SurrealServer::start_on_disk(dir.path()).await;
     let hub = FakeHub::start().await;
@@ -471,6 +490,7 @@ async fn wait_health(node: &ServiceProcess, status: u16) -> Value {
 /// node at startup with a message that names the user, not the password.
 #[tokio::test]
 async fn a_namespace_user_signs_in_and_a_wrong_password_is_refused() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let server = SurrealServer::start().await;
     let db = surrealdb::engine::any::connect(server.endpoint())
         .await
