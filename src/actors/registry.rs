@@ -418,7 +418,7 @@ async fn apply(state: &mut RegistryState, message: RegistryMsg) -> Result<(), Ac
         RegistryMsg::Release { id } => {
             if let Some(held) = state.held.get(&id) {
                 let (lease, progress) = (held.lease.clone(), held.task.progress);
-                let released = state.store.release(&lease, progress).await;
+                let released = state.store.release(&lease, progress, None).await;
                 state.written(id, released);
             }
         }

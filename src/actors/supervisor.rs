@@ -140,7 +140,7 @@ impl SupervisorState {
                 // a lease: by then the registry's heartbeat has found the old
                 // lease gone and the old worker has stopped and cleaned up.
                 let (progress, after) = (task.progress, self.args.lease);
-                if let Err(e) = store.release_later(&lease, progress, after).await {
+                if let Err(e) = store.release(&lease, progress, Some(after)).await {
                     tracing::warn!(task_id = %task.task_id, error = %e, "could not give back a task claimed twice; its lease will lapse");
                 }
                 continue;

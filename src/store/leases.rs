@@ -189,39 +189,23 @@ impl Store {
     }
 
     /// Gives the task back after a clean stop: PENDING again, and the
-    /// attempt cut short does not count.
+    /// attempt cut short does not count. With `hold_off`, no node claims it
+    /// before that has passed: for a claim this node must not run yet (its
+    /// old worker of the same task is still stopping).
     pub async fn release(
         &self,
         lease: &Lease,
         progress: Progress,
+        hold_off: Option<Duration>,
     ) -> Result<Option<UploadTask>, StoreError> {
         self.fenced_task(
             lease,
             &format!(
                 "task_status = 'PENDING', {UNHELD}, attempts -= 1, progress = $progress, \
+                 not_before = IF $hold_off THEN time::now() + $hold_off ELSE NONE END, \
                  updated_at = time::now()"
             ),
-            |q| q.bind(("progress", progress)),
-        )
-        .await
-    }
-
-    /// `release`, but no node claims the task before `after` has passed:
-    /// for a claim this node must not run yet (its old worker of the same
-    /// task is still stopping).
-    pub async fn release_later(
-        &self,
-        lease: &Lease,
-        progress: Progress,
-        after: Duration,
-    ) -> Result<Option<UploadTask>, StoreError> {
-        self.fenced_task(
-            lease,
-            &format!(
-                "task_status = 'PENDING', {UNHELD}, attempts -= 1, progress = $progress, \
-                 not_before = time::now() + $after, updated_at = time::now()"
-            ),
-            |q| q.bind(("progress", progress)).bind(("after", after)),
+            |q| q.bind(("progress", progress)).bind(("hold_off", hold_off)),
         )
         .await
     }
@@ -445,7 +429,7 @@ mod tests {
         assert!(store.claim_next("n2", LEASE, 4).await.unwrap().is_none());
         assert!(store.renew(&lease, LEASE, None).await.unwrap());
         store
-            .release(&lease, Progress::default())
+            .release(&lease, Progress::default(), None)
             .await
             .unwrap()
             .unwrap();
@@ -456,6 +440,26 @@ mod tests {
         assert!(store.fail_task(&lease, "x", None).await.unwrap().is_none());
         assert!(!store.holds(&lease).await.unwrap());
         assert!(store.holds(&second).await.unwrap());
+    }
+
+    /// A claim given back with a hold-off (its node still stops an old
+    /// worker of the task) waits that long, and its attempt does not count.
+    #[tokio::test]
+    async fn a_held_off_release_is_claimable_only_when_due() {
+        let store = store().await;
+        store.submit_task(&task("h@main")).await.unwrap().unwrap();
+        let (_, lease) = store.claim_next("n1", LEASE, 4).await.unwrap().unwrap();
+        let hold_off = Some(Duration::from_millis(300));
+        let released = store.release(&lease, Progress::default(), hold_off);
+        let released = released.await.unwrap().unwrap();
+        assert_eq!(released.task_status, TaskStatus::Pending);
+        assert!(released.not_before.is_some(), "{released:?}");
+        store.promote_due_retries().await.unwrap();
+        assert!(store.claim_next("n2", LEASE, 4).await.unwrap().is_none());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        store.promote_due_retries().await.unwrap();
+        let (again, _) = store.claim_next("n2", LEASE, 4).await.unwrap().unwrap();
+        assert_eq!(again.attempts, 1, "the given-back claim does not count");
     }
 }
 
