@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::{Service, env_or, median};
-use fake_hub::{FakeHub, HubFile, HubRepo, random_commit, safetensors_bytes};
+use fake_hub::{FakeHub, safetensors_bytes, tiny_repo};
 
 const ROUNDS: usize = 3;
 
@@ -23,24 +23,10 @@ async fn main() {
     let hub = FakeHub::start().await;
     let weights = safetensors_bytes(&[("weights", &[mib * 1024 * 1024 / 4])]);
     let size = weights.len() as u64;
-    hub.add_repo(HubRepo {
-        id: "bench/model".into(),
-        commit: random_commit(),
-        revisions: vec!["main".into()],
-        files: vec![
-            HubFile {
-                path: "config.json".into(),
-                bytes: b"{}".to_vec(),
-                lfs: false,
-            },
-            HubFile {
-                path: "model.safetensors".into(),
-                bytes: weights,
-                lfs: true,
-            },
-        ],
-        ..Default::default()
-    });
+    // The tiny model with its weights made big.
+    let mut repo = tiny_repo("bench/model");
+    repo.files[1].bytes = weights;
+    hub.add_repo(repo);
     let scratch = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
     let service = Service::start(&scratch.path().join("data"), &[("HF_ENDPOINT", hub.url())]).await;
     let client = reqwest::Client::new();
