@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::actors::{Actors, Fetchers, RegistryArgs};
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::sources::download::Downloader;
 use crate::sources::github::GitHub;
 use crate::sources::huggingface::HfHub;
 use crate::store::Store;
@@ -49,11 +50,18 @@ impl App {
         hold_no_proc_files();
         std::fs::create_dir_all(&config.data_dir)?;
         let files = ModelFiles::new(&config.data_dir, &config.node_id);
-        let hub = HfHub::new(&config.hf_endpoint, config.hf_token.clone());
+        // One downloader a node: its connections and bandwidth cap are shared.
+        let downloader = Downloader::new(config.download, &config.data_dir);
+        let hub = HfHub::new(
+            &config.hf_endpoint,
+            config.hf_token.clone(),
+            downloader.clone(),
+        );
         let github = GitHub::new(
             &config.github_api_url,
             &config.github_server_url,
             config.github_token.clone(),
+            downloader,
         );
         let fetchers = Arc::new(Fetchers {
             store: store.clone(),

@@ -10,6 +10,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::secret::Secret;
+use crate::sources::download::DownloadSettings;
 use crate::store::DbOptions;
 
 /// Settings as given on the command line or in the environment; all optional
@@ -56,6 +57,18 @@ pub struct ConfigArgs {
     /// Bearer key required on /v1 routes; unset means no authentication.
     #[arg(long, env = "VECTORIZE_API_KEY", hide_env_values = true)]
     pub api_key: Option<Secret>,
+    /// Connections all downloads of this node use at once.
+    #[arg(long, env = "VECTORIZE_DOWNLOAD_CONNECTIONS")]
+    pub download_connections: Option<usize>,
+    /// Files larger than this are fetched as ranged parts of this size.
+    #[arg(long, env = "VECTORIZE_PART_BYTES")]
+    pub part_bytes: Option<u64>,
+    /// Bandwidth cap for all downloads of this node; unset: none.
+    #[arg(long, env = "VECTORIZE_MAX_BYTES_PER_SEC")]
+    pub max_bytes_per_sec: Option<u64>,
+    /// Free space kept on the store's file system; uploads that would eat into it are refused.
+    #[arg(long, env = "VECTORIZE_MIN_FREE_BYTES")]
+    pub min_free_bytes: Option<u64>,
     /// Hugging Face Hub endpoint.
     #[arg(long, env = "HF_ENDPOINT")]
     pub hf_endpoint: Option<String>,
@@ -96,6 +109,7 @@ pub struct Config {
     pub max_upload_bytes: u64,
     pub max_concurrent_tasks: usize,
     pub retry_base_ms: u64,
+    pub download: DownloadSettings,
     pub api_key: Option<Secret>,
     pub hf_endpoint: String,
     pub hf_token: Option<Secret>,
@@ -128,6 +142,10 @@ impl ConfigArgs {
             max_upload_bytes: self.max_upload_bytes.or(fallback.max_upload_bytes),
             max_concurrent_tasks: self.max_concurrent_tasks.or(fallback.max_concurrent_tasks),
             retry_base_ms: self.retry_base_ms.or(fallback.retry_base_ms),
+            download_connections: self.download_connections.or(fallback.download_connections),
+            part_bytes: self.part_bytes.or(fallback.part_bytes),
+            max_bytes_per_sec: self.max_bytes_per_sec.or(fallback.max_bytes_per_sec),
+            min_free_bytes: self.min_free_bytes.or(fallback.min_free_bytes),
             api_key: self.api_key.or(fallback.api_key),
             hf_endpoint: self.hf_endpoint.or(fallback.hf_endpoint),
             hf_token: self.hf_token.or(fallback.hf_token),
@@ -165,6 +183,21 @@ impl ConfigArgs {
         );
         let lease_ms = self.lease_ms.unwrap_or(15_000);
         anyhow::ensure!(lease_ms >= 300, "lease_ms must be at least 300");
+        let defaults = DownloadSettings::default();
+        let download = DownloadSettings {
+            connections: self.download_connections.unwrap_or(defaults.connections),
+            part_bytes: self.part_bytes.unwrap_or(defaults.part_bytes),
+            max_bytes_per_sec: self.max_bytes_per_sec.filter(|&rate| rate > 0),
+            min_free_bytes: self.min_free_bytes.unwrap_or(defaults.min_free_bytes),
+        };
+        anyhow::ensure!(
+            download.connections > 0,
+            "download_connections must be at least 1"
+        );
+        anyhow::ensure!(
+            download.part_bytes >= 64 * 1024,
+            "part_bytes must be at least 65536"
+        );
         let trim = |s: String| s.trim_end_matches('/').to_string();
         Ok(Config {
             addr: self
@@ -183,6 +216,7 @@ impl ConfigArgs {
             max_upload_bytes: self.max_upload_bytes.unwrap_or(50 * 1024 * 1024 * 1024),
             max_concurrent_tasks,
             retry_base_ms: self.retry_base_ms.unwrap_or(1000),
+            download,
             api_key: non_empty(self.api_key),
             hf_endpoint: trim(
                 self.hf_endpoint
@@ -218,6 +252,10 @@ mod tests {
         assert_eq!(config.max_upload_bytes, 53_687_091_200);
         assert_eq!(config.max_concurrent_tasks, 4);
         assert_eq!(config.hf_endpoint, "https://huggingface.co");
+        assert_eq!(config.download.connections, 8);
+        assert_eq!(config.download.part_bytes, 32 << 20);
+        assert_eq!(config.download.max_bytes_per_sec, None);
+        assert_eq!(config.download.min_free_bytes, 1 << 30);
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub enum ErrorCode {
     ValidationError,
     ServerError,
     UpstreamError,
+    InsufficientStorage,
 }
 
 impl ErrorCode {
@@ -38,6 +39,7 @@ impl ErrorCode {
             ValidationError => StatusCode::UNPROCESSABLE_ENTITY,
             ServerError => StatusCode::INTERNAL_SERVER_ERROR,
             UpstreamError => StatusCode::BAD_GATEWAY,
+            InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 
@@ -59,6 +61,7 @@ impl ErrorCode {
             ValidationError => "VALIDATION_ERROR",
             ServerError => "SERVER_ERROR",
             UpstreamError => "UPSTREAM_ERROR",
+            InsufficientStorage => "INSUFFICIENT_STORAGE",
         }
     }
 }

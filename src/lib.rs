@@ -11,8 +11,9 @@
 //! - [`actors`]: `TaskRegistry` (task state), `UploadSupervisor` (queue,
 //!   concurrency, retries), `UploadWorker` (one attempt of one task).
 //! - [`sources`]: the work of one attempt or upload: Hugging Face, GitHub
-//!   (clone and Git LFS), local ZIP archives, and the shared resumable
-//!   download; knows nothing of actors or routes.
+//!   (clone and Git LFS), local ZIP archives, and the download engine they
+//!   share (ranged parts, resume, bandwidth cap, disk admission); knows
+//!   nothing of actors or routes.
 //! - [`validate`]: reads weights and archives without trusting or executing
 //!   them: safetensors headers, pickle opcodes, ZIP directories.
 //! - [`store`]: SurrealDB records (`tasks`, `models`) and the on-disk layout

@@ -67,6 +67,7 @@ impl std::str::FromStr for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::download::Downloader;
     use crate::sources::github::GitHub;
     use crate::sources::huggingface::HfHub;
 
@@ -81,11 +82,17 @@ mod tests {
             ..Default::default()
         };
         let config = args.clone().resolve().unwrap();
-        let hub = HfHub::new(&config.hf_endpoint, config.hf_token.clone());
+        let downloader = Downloader::new(config.download, &config.data_dir);
+        let hub = HfHub::new(
+            &config.hf_endpoint,
+            config.hf_token.clone(),
+            downloader.clone(),
+        );
         let github = GitHub::new(
             &config.github_api_url,
             &config.github_server_url,
             config.github_token.clone(),
+            downloader,
         );
         let dumps = [
             format!("{args:?}"),

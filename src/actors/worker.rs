@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use super::Fetchers;
 use super::registry::RegistryMsg;
+use crate::error::ErrorCode;
 use crate::sources::{ProgressSink, SourceError};
 use crate::store::files::{ModelFiles, remove_dir_if_present};
 use crate::store::reservations::folder_key;
@@ -108,15 +109,16 @@ impl Actor for UploadWorker {
                 reservation.release().await;
             }
             Err(SourceError::Cancelled) => tracing::info!(task_id = %id, "attempt cancelled"),
-            Err(SourceError::Permanent(message)) => {
+            Err(error @ (SourceError::Permanent(_) | SourceError::InsufficientStorage(_))) => {
+                let code = matches!(error, SourceError::InsufficientStorage(_))
+                    .then(|| ErrorCode::InsufficientStorage.as_str().to_string());
+                let message = error.to_string();
                 tracing::warn!(task_id = %id, error = %message, "task failed");
                 let files = state.fetchers.files.clone();
                 let _ = tokio::task::spawn_blocking(move || files.remove_task_staging(id)).await;
-                state.registry.cast(RegistryMsg::Failed {
-                    id,
-                    message,
-                    code: None,
-                })?;
+                state
+                    .registry
+                    .cast(RegistryMsg::Failed { id, message, code })?;
             }
             Err(SourceError::Transient(message)) => return Err(message.into()),
         }

@@ -40,6 +40,10 @@ pub enum ApiError {
     /// Hugging Face or GitHub could not be reached or answered with an error.
     #[oai(status = 502)]
     Upstream(Json<ErrorBody>),
+    /// The files the upload needs do not fit in the free space of the
+    /// store's file system, less `VECTORIZE_MIN_FREE_BYTES`.
+    #[oai(status = 507)]
+    InsufficientStorage(Json<ErrorBody>),
 }
 
 impl From<AppError> for ApiError {
@@ -56,6 +60,7 @@ impl From<AppError> for ApiError {
             413 => ApiError::PayloadTooLarge(body),
             422 => ApiError::Validation(body),
             502 => ApiError::Upstream(body),
+            507 => ApiError::InsufficientStorage(body),
             _ => ApiError::Server(body),
         }
     }
@@ -131,6 +136,8 @@ pub const CONFLICT: u16 = 1 << 2;
 pub const TOO_LARGE: u16 = 1 << 3;
 /// 502: the upstream could not be asked.
 pub const UPSTREAM: u16 = 1 << 4;
+/// 507: the files do not fit in the store.
+pub const NO_SPACE: u16 = 1 << 5;
 
 /// Whether `status` is among the documented statuses `documented`.
 fn is_documented(documented: u16, status: u16) -> bool {
@@ -140,6 +147,7 @@ fn is_documented(documented: u16, status: u16) -> bool {
         409 => documented & CONFLICT != 0,
         413 => documented & TOO_LARGE != 0,
         502 => documented & UPSTREAM != 0,
+        507 => documented & NO_SPACE != 0,
         _ => true,
     }
 }

@@ -8,7 +8,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::auth::ApiKeyAuth;
-use super::errors::{BAD_INPUT, CONFLICT, NOT_FOUND, Refusal, UPSTREAM};
+use super::errors::{ApiError, BAD_INPUT, CONFLICT, NO_SPACE, NOT_FOUND, Refusal, UPSTREAM};
 use super::objects::{GitHubUpload, HuggingFaceUpload, Task};
 use super::{ApiTags, AppState};
 use crate::actors::RegistryMsg;
@@ -19,8 +19,10 @@ use crate::sources::huggingface::HfRepoId;
 use crate::sources::is_valid_revision;
 use crate::store::{Source, UploadRequest, UploadTask};
 
-/// What a remote upload can refuse with, besides 401, 422 and 500.
+/// What a GitHub upload can refuse with, besides 401, 422 and 500.
 type UploadRefusal = Refusal<{ BAD_INPUT | NOT_FOUND | CONFLICT | UPSTREAM }>;
+/// A Hugging Face upload can also find that its files do not fit (507).
+type HfUploadRefusal = Refusal<{ BAD_INPUT | NOT_FOUND | CONFLICT | UPSTREAM | NO_SPACE }>;
 
 /// Patterns fetched when a request names none.
 pub const DEFAULT_ALLOW_PATTERNS: [&str; 4] = ["*.safetensors", "*.json", "*.txt", "*.model"];
@@ -61,7 +63,7 @@ impl UploadsApi {
         &self,
         _auth: ApiKeyAuth,
         body: Json<HuggingFaceUpload>,
-    ) -> Result<TaskCreated, UploadRefusal> {
+    ) -> Result<TaskCreated, HfUploadRefusal> {
         let body = body.0;
         let repo = HfRepoId::parse(body.model_tag.trim())
             .map_err(|m| AppError::new(ErrorCode::InvalidModelTag, m))?;
@@ -87,16 +89,18 @@ impl UploadsApi {
             UploadRequest {
                 repo: repo.as_str().to_string(),
                 revision: revision.clone(),
-                allow_patterns,
+                allow_patterns: allow_patterns.clone(),
             },
         );
         let hub = &self.state.hub;
+        let cache_blobs = self.state.files.hf_repo_dir(repo.as_str()).join("blobs");
         self.submit(
             task,
             "the Hugging Face Hub",
-            hub.check_access(&repo, &revision),
+            hub.check_upload(&repo, &revision, &allow_patterns, &cache_blobs),
         )
         .await
+        .map_err(Into::into)
     }
 
     /// Upload a model from GitHub
@@ -137,7 +141,7 @@ impl UploadsApi {
         );
         let github = &self.state.github;
         let check = async { github.resolve(&repo, &revision).await.map(|_| ()) };
-        self.submit(task, "GitHub", check).await
+        self.submit(task, "GitHub", check).await.map_err(Into::into)
     }
 }
 
@@ -149,7 +153,7 @@ impl UploadsApi {
         task: UploadTask,
         upstream: &str,
         check: impl Future<Output = Result<(), SourceError>>,
-    ) -> Result<TaskCreated, UploadRefusal> {
+    ) -> Result<TaskCreated, ApiError> {
         self.state.refuse_duplicate(&task).await?;
         check.await.map_err(|e| match e {
             SourceError::Transient(m) => AppError::new(
@@ -157,6 +161,7 @@ impl UploadsApi {
                 format!("{upstream} could not be asked: {m}"),
             ),
             SourceError::Permanent(m) => AppError::new(ErrorCode::NotFound, m),
+            SourceError::InsufficientStorage(m) => AppError::new(ErrorCode::InsufficientStorage, m),
             SourceError::Cancelled => AppError::internal("an upstream check was cancelled"),
         })?;
         let task = self

@@ -19,7 +19,8 @@ use self::clone::CloneJob;
 pub use self::lfs::LfsPointer;
 use self::lfs::lfs_pointers;
 use self::model_folder::{find_model_folder, stage_folder};
-use super::{ProgressSink, SourceError, http_client};
+use super::download::Downloader;
+use super::{ProgressSink, SourceError};
 use crate::secret::Secret;
 use crate::store::{ModelFile, UploadRequest};
 
@@ -107,7 +108,7 @@ pub struct GitHub {
     api_url: String,
     server_url: String,
     token: Option<Secret>,
-    client: reqwest::Client,
+    downloader: Downloader,
 }
 
 #[derive(Deserialize)]
@@ -116,18 +117,24 @@ struct CommitInfo {
 }
 
 impl GitHub {
-    pub fn new(api_url: &str, server_url: &str, token: Option<Secret>) -> Self {
+    pub fn new(
+        api_url: &str,
+        server_url: &str,
+        token: Option<Secret>,
+        downloader: Downloader,
+    ) -> Self {
         Self {
             api_url: api_url.trim_end_matches('/').into(),
             server_url: server_url.trim_end_matches('/').into(),
             token,
-            client: http_client(),
+            downloader,
         }
     }
 
     async fn api_get(&self, path: &str, what: &str) -> Result<reqwest::Response, SourceError> {
         let mut request = self
-            .client
+            .downloader
+            .client()
             .get(format!("{}{path}", self.api_url))
             .header("Accept", "application/vnd.github+json")
             .header("X-GitHub-Api-Version", "2022-11-28");

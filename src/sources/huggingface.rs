@@ -6,7 +6,7 @@
 //! `store::files`' job.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobSetBuilder};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -14,8 +14,8 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::download::{self, FileDownload, ScopedToken, error_detail};
-use super::{ProgressSink, SourceError, http_client};
+use super::download::{Downloader, FileDownload, ScopedToken, error_detail};
+use super::{ProgressSink, SourceError};
 use crate::secret::Secret;
 use crate::store::UploadRequest;
 use crate::store::files::StagedFile;
@@ -103,16 +103,20 @@ pub struct FetchedSnapshot {
 pub struct HfHub {
     endpoint: String,
     token: Option<ScopedToken>,
-    client: reqwest::Client,
+    downloader: Downloader,
 }
 
 impl HfHub {
-    pub fn new(endpoint: &str, token: Option<Secret>) -> Self {
+    pub fn new(endpoint: &str, token: Option<Secret>, downloader: Downloader) -> Self {
         Self {
             endpoint: endpoint.trim_end_matches('/').to_string(),
             token: token.and_then(|t| ScopedToken::new(t, endpoint)),
-            client: http_client(),
+            downloader,
         }
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        self.downloader.client()
     }
 
     fn repo_url(&self, repo: &HfRepoId) -> String {
@@ -157,7 +161,7 @@ impl HfHub {
         );
         let what = format!("repository {}@{revision}", repo.as_str());
         let response = self
-            .authorized(self.client.get(&url))
+            .authorized(self.client().get(&url))
             .send()
             .await
             .map_err(|e| SourceError::from_request(&e, &format!("the hub ({what})")))?;
@@ -179,20 +183,24 @@ impl HfHub {
     /// exist and that its files can be read with the configured token: the
     /// hub shows a gated repo's description to anyone and refuses only its
     /// files, so one file is probed with `HEAD`.
-    pub async fn check_access(&self, repo: &HfRepoId, revision: &str) -> Result<(), SourceError> {
+    pub async fn check_access(
+        &self,
+        repo: &HfRepoId,
+        revision: &str,
+    ) -> Result<RepoInfo, SourceError> {
         let info = self.repo_info(repo, revision).await?;
         let Some(probe) = info.siblings.first() else {
-            return Ok(());
+            return Ok(info);
         };
         let url = self.file_url(repo, &info.sha, &probe.rfilename);
         let response = self
-            .authorized(self.client.head(&url))
+            .authorized(self.client().head(&url))
             .send()
             .await
             .map_err(|e| SourceError::from_request(&e, "the hub"))?;
         let status = response.status();
         if status.is_success() || status.is_redirection() {
-            return Ok(());
+            return Ok(info);
         }
         let gated = response
             .headers()
@@ -216,8 +224,31 @@ impl HfHub {
         ))
     }
 
-    /// One attempt: lists, downloads into `staging`, verifies and validates.
-    /// Files whose blob `cache_blobs` already holds are not downloaded again.
+    /// Checks an upload before it is accepted: the repository, revision
+    /// and file access (see `check_access`), then whether the files that
+    /// `allow_patterns` selects and the cache does not hold fit on disk
+    /// (`InsufficientStorage` otherwise).
+    pub async fn check_upload(
+        &self,
+        repo: &HfRepoId,
+        revision: &str,
+        allow_patterns: &[String],
+        cache_blobs: &Path,
+    ) -> Result<(), SourceError> {
+        let info = self.check_access(repo, revision).await?;
+        let needed = select_files(&info.siblings, allow_patterns)?
+            .into_iter()
+            .map(Wanted::of)
+            .filter(|wanted| !wanted.is_cached(cache_blobs))
+            .filter_map(|wanted| wanted.size)
+            .fold(0u64, u64::saturating_add);
+        self.downloader
+            .admit_bytes(needed, &format!("{}@{revision}", repo.as_str()))
+    }
+
+    /// One attempt: lists, downloads into `staging` (several files at once,
+    /// after disk admission), verifies and validates. Files whose blob
+    /// `cache_blobs` already holds are not downloaded again.
     pub async fn fetch(
         &self,
         request: &UploadRequest,
@@ -229,66 +260,55 @@ impl HfHub {
         let repo = &HfRepoId::parse(&request.repo).map_err(SourceError::Permanent)?;
         let (revision, allow_patterns) = (&request.revision, &request.allow_patterns);
         let info = self.repo_info(repo, revision).await?;
-        let selected = select_files(&info.siblings, allow_patterns)?;
-        if selected.is_empty() {
+        let wanted: Vec<Wanted> = select_files(&info.siblings, allow_patterns)?
+            .into_iter()
+            .map(Wanted::of)
+            .collect();
+        if wanted.is_empty() {
             return Err(SourceError::Permanent(format!(
                 "no file of {}@{revision} matches allow_patterns {allow_patterns:?}",
                 repo.as_str()
             )));
         }
-        let total: u64 = selected
-            .iter()
-            .map(|s| s.lfs.as_ref().map(|l| l.size).or(s.size).unwrap_or(0))
-            .sum();
-        progress.start(total, selected.len() as u64);
-        let mut files = Vec::with_capacity(selected.len());
-        for sibling in selected {
-            let blob_id = blob_id(sibling);
-            let size = sibling.lfs.as_ref().map(|l| l.size).or(sibling.size);
-            let cached = cache_blobs.join(&blob_id);
-            let dest = staging.join(&blob_id);
-            let fetched = match (size, std::fs::metadata(&cached)) {
-                (Some(size), Ok(meta))
-                    if meta.len() == size
-                        && sibling.lfs.is_some()
-                        && stage_cached(&cached, &dest).is_ok() =>
-                {
-                    progress.add_bytes(size);
-                    StagedFile {
-                        repo_path: sibling.rfilename.clone(),
-                        sha256: sibling
-                            .lfs
-                            .as_ref()
-                            .map(|l| l.sha256.clone())
-                            .unwrap_or_default(),
-                        blob_id,
-                        staged_at: dest,
-                        size,
-                    }
-                }
-                _ => {
-                    let file = FileDownload {
-                        url: self.file_url(repo, &info.sha, &sibling.rfilename),
-                        dest: dest.clone(),
-                        expected_size: size,
-                        expected_sha256: sibling.lfs.as_ref().map(|l| l.sha256.clone()),
-                        token: self.token.clone(),
-                        headers: Default::default(),
-                        what: format!("file {} of {}", sibling.rfilename, repo.as_str()),
-                    };
-                    let done = download::fetch(&self.client, &file, progress, cancel).await?;
-                    StagedFile {
-                        repo_path: sibling.rfilename.clone(),
-                        blob_id,
-                        staged_at: file.dest,
-                        size: done.size,
-                        sha256: done.sha256,
-                    }
-                }
-            };
-            progress.file_done();
-            files.push(fetched);
+        let total: u64 = wanted.iter().filter_map(|w| w.size).sum();
+        progress.start(total, wanted.len() as u64);
+        // Listing order is kept: cached files take their slot at once,
+        // downloaded ones when they arrive.
+        let mut files: Vec<Option<StagedFile>> = vec![None; wanted.len()];
+        let (mut downloads, mut slots) = (Vec::new(), Vec::new());
+        for (slot, wanted) in wanted.into_iter().enumerate() {
+            let dest = staging.join(&wanted.blob_id);
+            if wanted.is_cached(cache_blobs)
+                && stage_cached(&cache_blobs.join(&wanted.blob_id), &dest).is_ok()
+            {
+                let size = wanted.size.unwrap_or_default();
+                progress.add_bytes(size);
+                progress.file_done();
+                files[slot] =
+                    Some(wanted.staged(dest, size, wanted.lfs_sha256.clone().unwrap_or_default()));
+                continue;
+            }
+            downloads.push(FileDownload {
+                url: self.file_url(repo, &info.sha, &wanted.path),
+                dest,
+                expected_size: wanted.size,
+                expected_sha256: wanted.lfs_sha256.clone(),
+                token: self.token.clone(),
+                headers: Default::default(),
+                what: format!("file {} of {}", wanted.path, repo.as_str()),
+            });
+            slots.push((slot, wanted));
         }
+        let what = format!("{}@{revision}", repo.as_str());
+        self.downloader.admit(&downloads, &what).await?;
+        let fetched = self
+            .downloader
+            .fetch_all(&downloads, progress, cancel)
+            .await?;
+        for (((slot, wanted), download), got) in slots.into_iter().zip(downloads).zip(fetched) {
+            files[slot] = Some(wanted.staged(download.dest, got.size, got.sha256));
+        }
+        let files: Vec<StagedFile> = files.into_iter().flatten().collect();
         let staged = files.clone();
         tokio::task::spawn_blocking(move || check_weights(&staged))
             .await
@@ -297,6 +317,46 @@ impl HfHub {
             commit: info.sha,
             files,
         })
+    }
+}
+
+/// A file the selection wants, as the listing describes it.
+struct Wanted {
+    path: String,
+    /// The name of its blob in the cache.
+    blob_id: String,
+    size: Option<u64>,
+    /// Set for LFS files, whose sha256 the listing gives.
+    lfs_sha256: Option<String>,
+}
+
+impl Wanted {
+    fn of(sibling: &Sibling) -> Self {
+        Self {
+            path: sibling.rfilename.clone(),
+            blob_id: blob_id(sibling),
+            size: sibling.lfs.as_ref().map(|l| l.size).or(sibling.size),
+            lfs_sha256: sibling.lfs.as_ref().map(|l| l.sha256.clone()),
+        }
+    }
+
+    /// Whether the cache holds its blob (LFS files only: their blob name
+    /// is their sha256, checked when the blob was stored).
+    fn is_cached(&self, cache_blobs: &Path) -> bool {
+        let Some(size) = self.size.filter(|_| self.lfs_sha256.is_some()) else {
+            return false;
+        };
+        std::fs::metadata(cache_blobs.join(&self.blob_id)).is_ok_and(|m| m.len() == size)
+    }
+
+    fn staged(&self, staged_at: PathBuf, size: u64, sha256: String) -> StagedFile {
+        StagedFile {
+            repo_path: self.path.clone(),
+            blob_id: self.blob_id.clone(),
+            staged_at,
+            size,
+            sha256,
+        }
     }
 }
 

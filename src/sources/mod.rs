@@ -25,6 +25,10 @@ pub enum SourceError {
     /// Retrying cannot help: 401/403/404 upstream, no valid weights, bad files.
     #[error("{0}")]
     Permanent(String),
+    /// The files do not fit in the store's free space: permanent, and
+    /// answered with the code `INSUFFICIENT_STORAGE`.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// The task was cancelled while the attempt ran.
     #[error("the task was cancelled")]
     Cancelled,

@@ -52,7 +52,9 @@ const UNHELD: &str = "lease_owner = NONE, lease_until = NONE";
 impl Store {
     /// Claims the oldest claimable task for `node`, counting an attempt, or
     /// answers `None` when nothing is waiting. A task taken over from a
-    /// dead node keeps its attempts: the one cut short counted.
+    /// dead node keeps its attempts: the one cut short counted. The new
+    /// attempt's progress starts from zero (the contract: progress never
+    /// goes back within an attempt).
     pub async fn claim_next(
         &self,
         node: &str,
@@ -71,6 +73,7 @@ impl Store {
                          SET task_status = 'RUNNING', lease_owner = $node,
                              lease_until = time::now() + $lease, lease_epoch += 1,
                              attempts += 1, error_msg = NONE, error_code = NONE, not_before = NONE,
+                             progress.bytes_done = 0, progress.files_done = 0,
                              started_at = started_at ?? time::now(), updated_at = time::now()
                          WHERE ({LAPSED}) OR ({WAITING})
                          RETURN AFTER;

@@ -15,7 +15,8 @@ use serde_json::Value;
 use vectorize::store::{Lease, ModelRecord, Source, StoreError};
 
 use crate::crash::{
-    SLOW, assert_clean, assert_installed, assert_resumed_from, big_model, partial_weights,
+    SLOW, assert_clean, assert_installed, assert_resumed_from, big_model, journal_ranges,
+    partial_weights,
 };
 use crate::helpers::{is_finished, small_model};
 use crate::support::fake_hub::{FakeHub, tiny_repo};
@@ -184,7 +185,7 @@ async fn a_killed_nodes_download_is_taken_over_and_resumed_with_range() {
     let killed = Instant::now();
     cluster.kill9(index);
     let partial = partial_weights(cluster.data_dir(), &id, &repo);
-    let offset = std::fs::metadata(&partial).unwrap().len();
+    let held = journal_ranges(&partial);
     cluster.hub.clear_faults();
     cluster.hub.clear_log();
 
@@ -207,7 +208,7 @@ async fn a_killed_nodes_download_is_taken_over_and_resumed_with_range() {
     );
     assert!(done["node"].is_null(), "{done}");
     assert_installed(cluster.data_dir(), &repo);
-    assert_resumed_from(&cluster.hub, &repo, offset);
+    assert_resumed_from(&cluster.hub, &repo, &held);
 
     // The dead node's lease is fenced off: a write under it matches nothing.
     let lease = Lease {

@@ -267,7 +267,8 @@ async fn fifty_different_uploads_alone() {
 async fn a_task_waiting_to_retry_is_pending_not_running() {
     let dir = tempfile::tempdir().unwrap();
     let hub = FakeHub::start().await;
-    hub.add_repo(small_model("acme/flaky"));
+    let flaky_repo = small_model("acme/flaky");
+    hub.add_repo(flaky_repo.clone());
     hub.add_repo(small_model("acme/steady"));
     // A long backoff, so that the retry is surely still waiting below.
     let env = [
@@ -276,7 +277,9 @@ async fn a_task_waiting_to_retry_is_pending_not_running() {
     ];
     let service = ServiceProcess::start(dir.path(), &hub, &env).await;
     hub.slow_downloads(16_000);
-    hub.fail_next_matching(1, 503, "GET /acme/flaky/resolve/");
+    // A file that fails more times than a part is asked for again.
+    let config = format!("GET /acme/flaky/resolve/{}/config.json", flaky_repo.commit);
+    hub.fail_next_matching(4, 503, &config);
     let flaky = service.upload_hf("acme/flaky").await;
     let steady = service.upload_hf("acme/steady").await;
 

@@ -2,8 +2,8 @@
 //! process on a temporary data dir (the default `surrealkv://{data dir}/db`),
 //! is killed with SIGKILL or stopped with SIGTERM in the middle of a slowed
 //! Hugging Face download, and is started again on the same data dir. The
-//! task must end DONE with byte-identical files, the download must resume
-//! with `Range: bytes=N-` from the partial file's length, a task that was
+//! task must end DONE with byte-identical files, the download must ask only
+//! for the ranges the partial file's journal does not hold, a task that was
 //! PENDING at the kill must run after the restart, a task DONE before it
 //! must be untouched, and nothing may be left in `tmp/` or as an orphaned
 //! blob.
@@ -67,25 +67,71 @@ pub(crate) fn assert_installed(data_dir: &Path, repo: &HubRepo) {
     }
 }
 
-/// Asserts that, after the restart, the weights were asked for only from
-/// `offset` on (the hub's resolve URL and the CDN it redirects to).
-pub(crate) fn assert_resumed_from(hub: &FakeHub, repo: &HubRepo, offset: u64) {
+/// The byte ranges `[start, end)` the journal beside a partial file says
+/// are on disk (the download engine's `{file}.journal`: a header line,
+/// then one `start end` line per write).
+pub(crate) fn journal_ranges(partial: &Path) -> Vec<(u64, u64)> {
+    let mut journal = partial.as_os_str().to_owned();
+    journal.push(".journal");
+    let text = std::fs::read_to_string(&journal).unwrap_or_default();
+    let mut ranges: Vec<(u64, u64)> = text
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let (start, end) = line.split_once(' ')?;
+            Some((start.parse().ok()?, end.parse().ok()?))
+        })
+        .collect();
+    ranges.sort();
+    ranges
+}
+
+/// Bytes the ranges cover together.
+pub(crate) fn covered(ranges: &[(u64, u64)]) -> u64 {
+    let mut total = 0;
+    let mut reached = 0;
+    for &(start, end) in ranges {
+        total += end.saturating_sub(start.max(reached));
+        reached = reached.max(end);
+    }
+    total
+}
+
+/// Asserts that, after the restart, the weights were asked for (at the
+/// hub's resolve URL and the CDN it redirects to) only in ranges the
+/// partial file did not hold (`held`, from its journal), and all of them.
+pub(crate) fn assert_resumed_from(hub: &FakeHub, repo: &HubRepo, held: &[(u64, u64)]) {
     let sha = hex::encode(Sha256::digest(weights(repo)));
+    let size = weights(repo).len() as u64;
     let gets: Vec<_> = hub
         .log()
         .into_iter()
-        .filter(|r| r.method == "GET")
-        .filter(|r| r.path.ends_with(&sha) || r.path.ends_with("/model.safetensors"))
+        .filter(|r| r.method == "GET" && r.path.ends_with(&sha))
         .collect();
     assert!(!gets.is_empty(), "the weights were not fetched again");
-    let expected = format!("bytes={offset}-");
+    let mut asked = Vec::new();
     for request in &gets {
-        assert_eq!(
-            request.range.as_deref(),
-            Some(expected.as_str()),
-            "the download did not resume from the partial offset {offset}: {gets:?}"
+        let range = request.range.as_deref().unwrap_or("bytes=0-");
+        let (start, end) = range
+            .strip_prefix("bytes=")
+            .unwrap()
+            .split_once('-')
+            .unwrap();
+        let start: u64 = start.parse().unwrap();
+        let end = end.parse::<u64>().map_or(size, |last| last + 1);
+        assert!(
+            held.iter().all(|&(s, e)| end <= s || start >= e),
+            "[{start}, {end}) was asked for again though the journal held {held:?}: {gets:?}"
         );
+        asked.push((start, end));
     }
+    asked.extend_from_slice(held);
+    asked.sort();
+    assert_eq!(
+        covered(&asked),
+        size,
+        "not every missing byte was asked for: {gets:?}"
+    );
 }
 
 /// Asserts that the data dir holds no temporary file and no orphaned blob.
@@ -125,7 +171,8 @@ async fn interrupted_download_resumes(stop: Stop) {
     drop(first);
 
     let partial = partial_weights(dir.path(), &id, &repo);
-    let offset = std::fs::metadata(&partial).map_or(0, |m| m.len());
+    let held = journal_ranges(&partial);
+    let offset = covered(&held);
     assert!(
         offset > 0 && offset < weights(&repo).len() as u64,
         "after {stop:?} the partial weights hold {offset} bytes at {}",
@@ -144,7 +191,7 @@ async fn interrupted_download_resumes(stop: Stop) {
     };
     assert_eq!(done["attempts"], attempts, "{done}");
     assert_installed(dir.path(), &repo);
-    assert_resumed_from(&hub, &repo, offset);
+    assert_resumed_from(&hub, &repo, &held);
     let model = second
         .get_json(&format!(
             "/v1/models/{}",

@@ -30,6 +30,8 @@ pub struct Options {
     pub github_token: Option<String>,
     /// Point the service at this GitHub API URL instead of the test server's.
     pub github_api_url: Option<String>,
+    /// Settings that win over the test defaults (download engine, retries, …).
+    pub config: ConfigArgs,
 }
 
 pub struct TestApp {
@@ -71,25 +73,27 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             (Some(tmp), dir, "mem://".to_string())
         }
     };
-    let config = ConfigArgs {
-        addr: Some("127.0.0.1:0".parse().unwrap()),
-        data_dir: Some(data_dir.clone()),
-        db: Some(db),
-        retry_base_ms: Some(20),
-        max_concurrent_tasks: options.max_concurrent_tasks,
-        max_upload_bytes: options.max_upload_bytes,
-        api_key: options.api_key.map(Into::into),
-        hf_endpoint: Some(options.hf_endpoint.unwrap_or_else(|| hub.url())),
-        hf_token: options.hf_token.map(Into::into),
-        github_api_url: options
-            .github_api_url
-            .or(options.github.as_ref().map(GitServer::api_url)),
-        github_server_url: options.github.as_ref().map(GitServer::server_url),
-        github_token: options.github_token.map(Into::into),
-        ..Default::default()
-    }
-    .resolve()
-    .unwrap();
+    let config = options
+        .config
+        .or(ConfigArgs {
+            addr: Some("127.0.0.1:0".parse().unwrap()),
+            data_dir: Some(data_dir.clone()),
+            db: Some(db),
+            retry_base_ms: Some(20),
+            max_concurrent_tasks: options.max_concurrent_tasks,
+            max_upload_bytes: options.max_upload_bytes,
+            api_key: options.api_key.map(Into::into),
+            hf_endpoint: Some(options.hf_endpoint.unwrap_or_else(|| hub.url())),
+            hf_token: options.hf_token.map(Into::into),
+            github_api_url: options
+                .github_api_url
+                .or(options.github.as_ref().map(GitServer::api_url)),
+            github_server_url: options.github.as_ref().map(GitServer::server_url),
+            github_token: options.github_token.map(Into::into),
+            ..Default::default()
+        })
+        .resolve()
+        .unwrap();
     let app = start_when_unlocked(config).await;
     TestApp {
         url: app.url(),

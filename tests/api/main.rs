@@ -16,6 +16,7 @@ mod cli;
 mod cluster;
 mod concurrency;
 mod crash;
+mod downloads;
 mod github;
 mod huggingface;
 mod local;

@@ -65,10 +65,17 @@ async fn the_openapi_document_describes_every_route_and_its_errors() {
         .unwrap();
     let paths = spec["paths"].as_object().unwrap();
     // Each operation documents 401, 422 and 500, and the refusals it can give: no more.
-    let remote_upload = ["400", "404", "409", "502"];
     for (path, method, refusals) in [
-        ("/v1/upload/huggingface", "post", &remote_upload[..]),
-        ("/v1/upload/github", "post", &remote_upload[..]),
+        (
+            "/v1/upload/huggingface",
+            "post",
+            &["400", "404", "409", "502", "507"][..],
+        ),
+        (
+            "/v1/upload/github",
+            "post",
+            &["400", "404", "409", "502"][..],
+        ),
         (
             "/v1/upload/local",
             "post",

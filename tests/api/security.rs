@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use vectorize::sources::ProgressSink;
-use vectorize::sources::download::{self, FileDownload};
+use vectorize::sources::download::{DownloadSettings, Downloader, FileDownload};
 use zip::write::SimpleFileOptions;
 
 use crate::helpers::small_model;
@@ -220,11 +220,15 @@ async fn a_cancel_stops_the_hashing_of_a_huge_partial_file() {
     const PARTIAL: u64 = 16 << 30; // sparse: no disk is used
     let dir = tempfile::tempdir().unwrap();
     for (name, expected) in [("resumed", PARTIAL + 16), ("complete", PARTIAL)] {
+        // A partial file the length of the whole, whose journal says its
+        // first 16 GiB are on disk.
         let dest = dir.path().join(name);
         std::fs::File::create(&dest)
             .unwrap()
-            .set_len(PARTIAL)
+            .set_len(expected)
             .unwrap();
+        let journal = format!("vectorize-journal 1 {expected}\n0 {PARTIAL}\n");
+        std::fs::write(dir.path().join(format!("{name}.journal")), journal).unwrap();
         let file = FileDownload {
             url: ranged_server(PARTIAL + 16).await,
             dest: dest.clone(),
@@ -237,14 +241,11 @@ async fn a_cancel_stops_the_hashing_of_a_huge_partial_file() {
         let cancel = CancellationToken::new();
         let fetch = tokio::spawn({
             let cancel = cancel.clone();
+            let downloader = Downloader::new(DownloadSettings::default(), dir.path());
             async move {
-                download::fetch(
-                    &reqwest::Client::new(),
-                    &file,
-                    &ProgressSink::default(),
-                    &cancel,
-                )
-                .await
+                downloader
+                    .fetch(&file, &ProgressSink::default(), &cancel)
+                    .await
             }
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -270,9 +271,9 @@ async fn a_cancel_stops_the_hashing_of_a_huge_partial_file() {
 
 /// Two tasks whose weights the hub lists at 8 GiB; each first attempt
 /// fails (the hub holds a few bytes) and waits out a backoff of some
-/// seconds, its partial file is then made a sparse 8 GiB one, and after a
-/// restart the retries take both up again: each worker starts by hashing
-/// 8 GiB it finds complete.
+/// seconds, its partial file's journal is then made to say all 8 GiB are
+/// on disk, and after a restart the retries take both up again: each
+/// worker starts by hashing 8 GiB it finds complete.
 #[tokio::test]
 async fn cancel_and_sigterm_answer_while_a_multi_gib_partial_is_hashed() {
     const HUGE: u64 = 8 << 30;
@@ -307,6 +308,8 @@ async fn cancel_and_sigterm_answer_while_a_multi_gib_partial_is_hashed() {
             .unwrap()
             .set_len(HUGE)
             .unwrap();
+        let journal = format!("vectorize-journal 1 {HUGE}\n0 {HUGE}\n");
+        std::fs::write(staging.join(format!("{sha}.journal")), journal).unwrap();
         ids.push(id);
     }
     service.sigterm().await;

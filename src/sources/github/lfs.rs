@@ -1,6 +1,7 @@
 //! Git LFS for the GitHub source: pointer files are recognised in the
 //! clone, and their objects fetched through the LFS batch API with the
-//! shared resumable, sha256-verifying download, replacing the pointers.
+//! shared download engine (parts, resume, sha256, disk admission),
+//! replacing the pointers.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::model_folder::{file_name, regular_files};
 use super::{GitHub, GithubRepo, is_commit_sha};
-use crate::sources::download::{self, FileDownload, header_map};
+use crate::sources::download::{FileDownload, header_map};
 use crate::sources::{ProgressSink, SourceError};
 
 impl GitHub {
@@ -43,7 +44,8 @@ impl GitHub {
             repo.full_name()
         );
         let mut request = self
-            .client
+            .downloader
+            .client()
             .post(&url)
             .header("Accept", "application/vnd.git-lfs+json")
             .header("Content-Type", "application/vnd.git-lfs+json")
@@ -62,6 +64,7 @@ impl GitHub {
         let batch: LfsBatch = response.json().await.map_err(|e| {
             SourceError::Transient(format!("the LFS batch answer did not parse: {e}"))
         })?;
+        let mut downloads = Vec::with_capacity(pointers.len());
         for (path, pointer) in pointers {
             let object = batch
                 .objects
@@ -91,7 +94,7 @@ impl GitHub {
                         file_name(path)
                     ))
                 })?;
-            let file = FileDownload {
+            downloads.push(FileDownload {
                 url: action.href.clone(),
                 dest: staging.join("lfs").join(&pointer.oid),
                 expected_size: Some(pointer.size),
@@ -99,12 +102,16 @@ impl GitHub {
                 token: None,
                 headers: header_map(action.header.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
                 what: format!("LFS object of {}", file_name(path)),
-            };
-            download::fetch(&self.client, &file, progress, cancel).await?;
-            tokio::fs::rename(&file.dest, path).await.map_err(|e| {
+            });
+        }
+        self.downloader.admit(&downloads, &what).await?;
+        self.downloader
+            .fetch_all(&downloads, progress, cancel)
+            .await?;
+        for ((path, _), download) in pointers.iter().zip(&downloads) {
+            tokio::fs::rename(&download.dest, path).await.map_err(|e| {
                 SourceError::Transient(format!("could not place {}: {e}", file_name(path)))
             })?;
-            progress.file_done();
         }
         Ok(())
     }

@@ -6,8 +6,9 @@
 //! errors — and as the LFS CDN when reached as `http://localhost:PORT` (`/cdn/{sha256}`, no
 //! auth, Range support): LFS files answer a 302 to it, as the real hub redirects to a CDN on
 //! another host. The official Python client (huggingface_hub 2.4) downloads from it. Tests can
-//! inject faults (fixed statuses, a connection broken mid-body, throttled bodies) and read a
-//! log of every request received. Bodies are streamed in 64 KiB slices of shared `Bytes`, so a
+//! inject faults (fixed statuses, a connection broken mid-body, a corrupted body, bodies
+//! throttled per connection, `Range` ignored, latency) and read a log of every request
+//! received. Bodies are streamed in 64 KiB slices of shared `Bytes`, so a
 //! GiB file costs no copy per request.
 
 use std::io;
@@ -91,6 +92,10 @@ struct State {
     fail_matching: (usize, u16, String),
     fail_always: Option<u16>,
     cut_after: Option<u64>,
+    corrupt_next: bool,
+    ignore_range: bool,
+    latency: Duration,
+    bytes_sent: u64,
     bytes_per_sec: u64,
     /// Sizes the listings give instead of the real ones, by LFS sha256.
     declared_sizes: std::collections::HashMap<String, u64>,
@@ -177,10 +182,32 @@ impl FakeHub {
         self.state().cut_after = Some(bytes);
     }
 
-    /// Throttles file bodies (hub and CDN) to about `bytes_per_sec`, bodies already streaming
-    /// included; 0 = unthrottled.
+    /// Throttles each file body (hub and CDN) — so each connection, as a CDN holds each
+    /// connection to a rate — to about `bytes_per_sec`, bodies already streaming included;
+    /// 0 = unthrottled.
     pub fn slow_downloads(&self, bytes_per_sec: u64) {
         self.state().bytes_per_sec = bytes_per_sec;
+    }
+
+    /// The next LFS body (from the CDN) is sent with one byte changed, as a faulty cache on the
+    /// way would: the client only finds out from the sha256.
+    pub fn corrupt_next_download(&self) {
+        self.state().corrupt_next = true;
+    }
+
+    /// File bodies ignore `Range` and answer 200 with the whole file, as some servers do.
+    pub fn ignore_range(&self, ignore: bool) {
+        self.state().ignore_range = ignore;
+    }
+
+    /// Every request waits `latency` before it is answered, as a far-away hub would.
+    pub fn set_latency(&self, latency: Duration) {
+        self.state().latency = latency;
+    }
+
+    /// Bytes of file bodies sent so far (hub and CDN).
+    pub fn bytes_sent(&self) -> u64 {
+        self.state().bytes_sent
     }
 
     /// The listings give `size` for the LFS file with this sha256 (the
@@ -197,6 +224,9 @@ impl FakeHub {
         state.fail_matching = (0, 0, String::new());
         state.fail_always = None;
         state.cut_after = None;
+        state.corrupt_next = false;
+        state.ignore_range = false;
+        state.latency = Duration::ZERO;
         state.bytes_per_sec = 0;
     }
 
@@ -314,6 +344,10 @@ async fn handle(inner: Arc<Inner>, req: Request) -> Response {
     let host = get(header::HOST).unwrap_or_default();
     let (range, auth) = (get(header::RANGE), get(header::AUTHORIZATION));
     let path = req.uri().path().to_owned();
+    let latency = inner.state.lock().unwrap().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let (fault, token) = {
         let mut state = inner.state.lock().unwrap();
         state.log.push(LoggedRequest {
@@ -556,7 +590,9 @@ fn serve_body(cx: &Ctx, data: Bytes, etag: &str, commit: Option<&str>) -> Respon
     if let Some(commit) = commit {
         response = response.header("X-Repo-Commit", commit);
     }
-    let (start, end) = match cx.range.as_deref().and_then(|r| parse_range(r, total)) {
+    let ignore_range = cx.inner.state.lock().unwrap().ignore_range;
+    let range = cx.range.as_deref().filter(|_| !ignore_range);
+    let (start, end) = match range.and_then(|r| parse_range(r, total)) {
         None => (0, total),
         Some(Some((start, end))) => {
             let content_range = format!("bytes {start}-{}/{total}", end - 1);
@@ -581,8 +617,16 @@ fn serve_body(cx: &Ctx, data: Bytes, etag: &str, commit: Option<&str>) -> Respon
         Some(cut) if cut < end - start => state.cut_after.take(),
         _ => None,
     };
+    let from_cdn = commit.is_none();
+    let corrupt = from_cdn && end > start && std::mem::take(&mut state.corrupt_next);
     drop(state);
-    let body = data.slice(start as usize..end as usize);
+    let mut body = data.slice(start as usize..end as usize);
+    if corrupt {
+        let mut spoiled = body.to_vec();
+        let middle = spoiled.len() / 2;
+        spoiled[middle] ^= 0xff;
+        body = spoiled.into();
+    }
     response.body(body_stream(cx.inner.clone(), body, cut))
 }
 
@@ -617,6 +661,7 @@ fn body_stream(inner: Arc<Inner>, data: Bytes, cut: Option<u64>) -> Body {
             if rate > 0 {
                 tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
             }
+            inner.state.lock().unwrap().bytes_sent += n as u64;
             Some((Ok(data.slice(pos..pos + n)), pos + n))
         }
     });
