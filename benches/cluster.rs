@@ -85,11 +85,15 @@ async fn main() {
     );
 }
 
-/// `cargo bench` builds no examples: the release server is built once here.
+/// `cargo bench` builds no examples: the optimized server is built once
+/// here, in the `bench` profile. Built as `--release` instead, its
+/// dependencies (the whole SurrealDB stack) would be rebuilt in place, as
+/// `release` and `bench` artifacts share names but not fingerprints, and
+/// the next `cargo bench` would rebuild them again (25 minutes each here).
 fn build_server() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let built = std::process::Command::new(cargo)
-        .args(["build", "--release", "--example", "surreal_server"])
+        .args(["build", "--profile", "bench", "--example", "surreal_server"])
         .status()
         .expect("cargo runs");
     assert!(built.success(), "could not build examples/surreal_server");

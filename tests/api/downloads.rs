@@ -96,8 +96,14 @@ fn assert_weights_installed(app: &TestApp, repo: &HubRepo) {
 
 #[tokio::test]
 async fn a_large_file_comes_in_parts_and_a_cut_part_alone_is_fetched_again() {
-    let app = app_with(4, ConfigArgs::default()).await;
-    let repo = model_with_weights("acme/parts", 150 * 1024);
+    let token = ConfigArgs {
+        hf_token: Some(String::from("hf_parts_token").into()),
+        ..Default::default()
+    };
+    let app = app_with(4, token).await;
+    let mut repo = model_with_weights("acme/parts", 150 * 1024);
+    repo.gated = Some("auto");
+    app.hub.set_valid_token("hf_parts_token");
     app.hub.add_repo(repo.clone());
     app.hub.cut_next_download_after(20_000);
     let id = app.upload_hf(&repo.id).await;
@@ -129,6 +135,13 @@ async fn a_large_file_comes_in_parts_and_a_cut_part_alone_is_fetched_again() {
         parts.iter().any(|&(s, e)| start == s + 20_000 && end == e),
         "{again:?} is not the rest of a cut part: {asked:?}"
     );
+    // Each part followed the hub's redirect itself; the token went to the
+    // hub every time and to the CDN never.
+    for request in app.hub.log() {
+        let to_cdn = request.host.starts_with("localhost:");
+        let with_token = request.authorization.as_deref() == Some("Bearer hf_parts_token");
+        assert_eq!(with_token, !to_cdn, "{request:?}");
+    }
 }
 
 #[tokio::test]

@@ -25,9 +25,9 @@ use super::journal::{Coverage, Journal};
 use crate::sources::ProgressSink;
 
 /// Pieces queued for the writer.
-const WRITE_QUEUE: usize = 8;
+const WRITE_QUEUE: usize = 4;
 /// Work queued for the hasher.
-const HASH_QUEUE: usize = 8;
+const HASH_QUEUE: usize = 4;
 /// Buffer for reading a finished part back to hash it.
 const READ_BUFFER: usize = 1 << 20;
 
