@@ -55,16 +55,14 @@ async fn throttled_link(scratch: &Path) {
     let (mut curl_times, mut service_times) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         curl_times.push(curl(&url, &scratch.join(format!("curl-{round}")), size));
-        let started = Instant::now();
-        let model_id = service
-            .upload_and_wait(
+        let took = service
+            .timed_upload(
                 &client,
                 "/v1/upload/huggingface",
                 serde_json::json!({"model_tag": "bench/throttled"}),
             )
             .await;
-        service_times.push(started.elapsed());
-        service.delete_model(&client, &model_id).await;
+        service_times.push(took);
     }
     let (curl, ours) = (median(&mut curl_times), median(&mut service_times));
     println!(
@@ -130,16 +128,14 @@ async fn many_files(scratch: &Path) {
         assert!(status.success(), "snapshot_download failed");
         std::fs::remove_dir_all(&cache).unwrap();
 
-        let started = Instant::now();
-        let model_id = service
-            .upload_and_wait(
+        let took = service
+            .timed_upload(
                 &client,
                 "/v1/upload/huggingface",
                 serde_json::json!({"model_tag": "bench/many"}),
             )
             .await;
-        service_times.push(started.elapsed());
-        service.delete_model(&client, &model_id).await;
+        service_times.push(took);
     }
     let (python, ours) = (median(&mut python_times), median(&mut service_times));
     println!("many files: {FILES} files of 100 KiB, 20 ms per request, median of {ROUNDS}");

@@ -52,16 +52,14 @@ async fn main() {
         assert!(status.success());
         std::fs::remove_dir_all(&target).unwrap();
 
-        let started = Instant::now();
-        let model_id = service
-            .upload_and_wait(
+        let took = service
+            .timed_upload(
                 &client,
                 "/v1/upload/github",
                 serde_json::json!({"owner": "bench", "repo_name": "model"}),
             )
             .await;
-        uploads.push(started.elapsed());
-        service.delete_model(&client, &model_id).await;
+        uploads.push(took);
     }
     let rss = service.peak_rss_mib();
     let (clone, upload) = (median(&mut clones), median(&mut uploads));

@@ -47,16 +47,14 @@ async fn main() {
         assert_eq!(std::fs::metadata(&target).unwrap().len(), size);
         std::fs::remove_file(&target).unwrap();
 
-        let started = Instant::now();
-        let model_id = service
-            .upload_and_wait(
+        let took = service
+            .timed_upload(
                 &client,
                 "/v1/upload/huggingface",
                 serde_json::json!({"model_tag": "bench/model"}),
             )
             .await;
-        service_times.push(started.elapsed());
-        service.delete_model(&client, &model_id).await;
+        service_times.push(took);
     }
     let rss = service.peak_rss_mib();
     let (curl, ours) = (median(&mut curl_times), median(&mut service_times));

@@ -88,6 +88,22 @@ impl Service {
         self.wait_done(client, task["id"].as_str().unwrap()).await
     }
 
+    /// One timed round: uploads (see `upload_and_wait`), answers the time
+    /// from POST to DONE, then deletes the model so that the next round
+    /// can upload it again.
+    pub async fn timed_upload(
+        &self,
+        client: &reqwest::Client,
+        route: &str,
+        body: serde_json::Value,
+    ) -> Duration {
+        let started = Instant::now();
+        let model_id = self.upload_and_wait(client, route, body).await;
+        let took = started.elapsed();
+        self.delete_model(client, &model_id).await;
+        took
+    }
+
     /// Polls a task until DONE and returns its model id; panics on FAILED or CANCELLED.
     async fn wait_done(&self, client: &reqwest::Client, task_id: &str) -> String {
         loop {
