@@ -240,6 +240,7 @@ impl Downloader {
             size,
             pieces: sink.pieces(),
             cancel,
+            received: Default::default(),
         };
         let fetched = parts::fetch_missing(&job, missing).await;
         drop(job);

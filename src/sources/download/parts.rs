@@ -4,11 +4,15 @@
 //! permits while it streams), each part retried on its own from the byte
 //! where it stopped. The first request is sent alone: a server that
 //! answers it with the whole file instead of the range asked for does not
-//! honour `Range`, and the file then comes over that one stream.
+//! honour `Range`, and the file then comes over that one stream. The other
+//! connections join a quarter second later, and only if that first stream
+//! is slower than `ONE_STREAM_ENOUGH`: on a fast link, parallel parts
+//! would cost CPU and win nothing.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
@@ -29,6 +33,12 @@ const PART_BACKOFF: Duration = Duration::from_millis(250);
 /// A batch is handed to the writer once it holds this much (or the network
 /// has nothing more ready).
 const BATCH_BYTES: usize = 1 << 20;
+/// How long a file's first stream runs alone before its speed is judged.
+const JUDGE_AFTER: Duration = Duration::from_millis(250);
+/// A stream this fast (bytes per second) keeps the file to itself: more
+/// connections would only cost CPU. Slower, as a CDN holds each connection
+/// to tens of MiB/s, the other connections join.
+const ONE_STREAM_ENOUGH: u64 = 64 << 20;
 
 /// One file's fetch: where its bytes come from and where they go.
 pub struct Job<'a> {
@@ -38,6 +48,8 @@ pub struct Job<'a> {
     pub size: Option<u64>,
     pub pieces: mpsc::Sender<Piece>,
     pub cancel: &'a CancellationToken,
+    /// Bytes handed to the writer so far, to judge the first stream's speed.
+    pub received: AtomicU64,
 }
 
 /// A half-open byte range `[start, end)` of the file.
@@ -75,8 +87,11 @@ pub async fn fetch_missing(job: &Job<'_>, missing: Vec<Part>) -> Result<(), Sour
         tracing::info!(file = %job.file.what, "the server ignores Range: one stream");
         return run_part(job, whole, probe).await;
     }
-    let queue = Mutex::new(parts);
-    let workers_wanted = job.downloader.max_connections().min(1 + queue_len(&queue));
+    let queue = PartQueue {
+        parts: Mutex::new(parts),
+        alone: AtomicBool::new(false),
+    };
+    let workers_wanted = job.downloader.max_connections().min(1 + queue.len());
     let mut workers = FuturesUnordered::new();
     workers.push(
         async {
@@ -86,21 +101,71 @@ pub async fn fetch_missing(job: &Job<'_>, missing: Vec<Part>) -> Result<(), Sour
         }
         .boxed(),
     );
-    for _ in 1..workers_wanted {
-        workers.push(take_parts(job, &queue).boxed());
+    // One stream first: the other connections join only when it turns
+    // out slow, so a fast link does not pay for parallel parts.
+    let started = Instant::now();
+    let judge = tokio::time::sleep(JUDGE_AFTER);
+    tokio::pin!(judge);
+    let mut judged = workers_wanted <= 1;
+    loop {
+        let mut spread = false;
+        tokio::select! {
+            // The first failure ends the fetch; dropping the others stops them.
+            done = workers.next() => match done {
+                Some(done) => done?,
+                None => return Ok(()),
+            },
+            () = &mut judge, if !judged => {
+                judged = true;
+                let received = job.received.load(Ordering::Relaxed) as f64;
+                let rate = received / started.elapsed().as_secs_f64();
+                spread = rate < ONE_STREAM_ENOUGH as f64;
+                queue.alone.store(!spread, Ordering::Relaxed);
+                tracing::debug!(file = %job.file.what, rate, spread, "one stream judged");
+            }
+        }
+        if spread {
+            for _ in 1..workers_wanted {
+                workers.push(take_parts(job, &queue).boxed());
+            }
+        }
     }
-    // The first failure ends the fetch; dropping the others stops them.
-    while let Some(done) = workers.next().await {
-        done?;
-    }
-    Ok(())
 }
 
-fn queue_len(queue: &Mutex<VecDeque<Part>>) -> usize {
-    queue
-        .lock()
-        .expect("the part queue's lock is never poisoned")
-        .len()
+/// The parts of a file still to fetch, shared by its connections.
+struct PartQueue {
+    parts: Mutex<VecDeque<Part>>,
+    /// Set once the first stream was judged fast enough to keep the file
+    /// to itself.
+    alone: AtomicBool,
+}
+
+impl PartQueue {
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// The next part; for a stream that keeps the file alone, the next
+    /// part with every part that follows on from it, as one range: one
+    /// request for the rest instead of one a part.
+    fn next(&self) -> Option<Part> {
+        let mut parts = self.lock();
+        let (start, mut end) = parts.pop_front()?;
+        while self.alone.load(Ordering::Relaxed)
+            && let Some(&(next, next_end)) = parts.front()
+            && next == end
+        {
+            end = next_end;
+            parts.pop_front();
+        }
+        Some((start, end))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Part>> {
+        self.parts
+            .lock()
+            .expect("the part queue's lock is never poisoned")
+    }
 }
 
 /// Cuts ranges into parts of at most `part_bytes`.
@@ -118,13 +183,9 @@ fn split(ranges: &[Part], part_bytes: u64) -> Vec<Part> {
 }
 
 /// A connection's worth of work: takes parts from the queue until it is empty.
-async fn take_parts(job: &Job<'_>, queue: &Mutex<VecDeque<Part>>) -> Result<(), SourceError> {
+async fn take_parts(job: &Job<'_>, queue: &PartQueue) -> Result<(), SourceError> {
     loop {
-        let next = queue
-            .lock()
-            .expect("the part queue's lock is never poisoned")
-            .pop_front();
-        let Some(part) = next else {
+        let Some(part) = queue.next() else {
             return Ok(());
         };
         let _permit = job.connection().await?;
@@ -282,7 +343,9 @@ impl Batch {
             offset: *at,
             chunks: std::mem::take(&mut self.chunks),
         };
-        *at += std::mem::take(&mut self.bytes) as u64;
+        let bytes = std::mem::take(&mut self.bytes) as u64;
+        *at += bytes;
+        job.received.fetch_add(bytes, Ordering::Relaxed);
         job.pieces.send(piece).await.map_err(|_| {
             // The writer stopped: its own error says why.
             SourceError::Transient(format!("{}: the writer stopped", job.file.what))
@@ -293,6 +356,19 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_alone_takes_the_rest_in_one_range() {
+        let queue = PartQueue {
+            parts: Mutex::new(split(&[(0, 40), (50, 60)], 10).into()),
+            alone: AtomicBool::new(false),
+        };
+        assert_eq!(queue.next(), Some((0, 10)));
+        queue.alone.store(true, Ordering::Relaxed);
+        assert_eq!(queue.next(), Some((10, 40)));
+        assert_eq!(queue.next(), Some((50, 60)));
+        assert_eq!(queue.next(), None);
+    }
 
     #[test]
     fn ranges_are_cut_into_parts() {
