@@ -85,15 +85,23 @@ async fn main() {
     );
 }
 
-/// `cargo bench` builds no examples: the optimized server is built once
-/// here, in the `bench` profile. Built as `--release` instead, its
-/// dependencies (the whole SurrealDB stack) would be rebuilt in place, as
-/// `release` and `bench` artifacts share names but not fingerprints, and
-/// the next `cargo bench` would rebuild them again (25 minutes each here).
+/// `cargo bench` builds no examples: the optimized server is built here,
+/// in the `bench` profile, by a cargo that sees the environment a
+/// top-level `cargo bench` would. Started from inside a bench, it inherits
+/// what cargo adds for running one (`LD_LIBRARY_PATH` pointing into the
+/// target dir, `CARGO_*` of this package); if a build script of the
+/// SurrealDB stack tracks one of those, the stack is rebuilt in place
+/// (about 25 minutes here), and again by the next `cargo bench`.
 fn build_server() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let added_by_cargo = |name: &str| {
+        name == "LD_LIBRARY_PATH"
+            || (name.starts_with("CARGO_") && !matches!(name, "CARGO_HOME" | "CARGO_TARGET_DIR"))
+    };
     let built = std::process::Command::new(cargo)
         .args(["build", "--profile", "bench", "--example", "surreal_server"])
+        .env_clear()
+        .envs(std::env::vars().filter(|(name, _)| !added_by_cargo(name)))
         .status()
         .expect("cargo runs");
     assert!(built.success(), "could not build examples/surreal_server");
