@@ -24,7 +24,7 @@ use reqwest::header::HeaderMap;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-pub use self::journal::Journal;
+use self::journal::Journal;
 pub use self::request::{ScopedToken, error_detail, header_map};
 use self::sink::{FileSink, SinkTarget};
 use self::space::DiskSpace;
@@ -214,26 +214,31 @@ impl Downloader {
         progress: &ProgressSink,
         cancel: &CancellationToken,
     ) -> Result<Downloaded, SourceError> {
-        if let Some(parent) = file.dest.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| local_io(&file.what, &e))?;
-        }
-        let (dest, size) = (file.dest.clone(), file.expected_size);
-        let coverage = tokio::task::spawn_blocking(move || {
-            size.map(|size| Journal::load(&dest, size))
-                .unwrap_or_default()
+        let size = file.expected_size;
+        // Reading the journal, and opening and preallocating a file that
+        // may be gigabytes, is file system work: off the async runtime.
+        let opened = tokio::task::spawn_blocking({
+            let (dest, progress, cancel) = (file.dest.clone(), progress.clone(), cancel.clone());
+            move || {
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                let coverage = size
+                    .map(|size| Journal::load(&dest, size))
+                    .unwrap_or_default();
+                let missing =
+                    size.map_or_else(|| vec![(0, u64::MAX)], |size| coverage.missing(size));
+                let target = SinkTarget {
+                    path: &dest,
+                    size,
+                    coverage,
+                };
+                FileSink::start(target, &progress, &cancel).map(|sink| (sink, missing))
+            }
         })
         .await
         .map_err(|e| SourceError::Transient(format!("{}: {e}", file.what)))?;
-        let missing = size.map_or_else(|| vec![(0, u64::MAX)], |size| coverage.missing(size));
-        let target = SinkTarget {
-            path: &file.dest,
-            size,
-            coverage,
-        };
-        let sink =
-            FileSink::start(target, progress, cancel).map_err(|e| local_io(&file.what, &e))?;
+        let (sink, missing) = opened.map_err(|e| local_io(&file.what, &e))?;
         let job = parts::Job {
             downloader: self,
             file,
@@ -251,7 +256,7 @@ impl Downloader {
         let sunk = match (sunk, fetched) {
             (Ok(sunk), Ok(())) => sunk,
             (Err(e), _) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return Err(self.refetch(file, &e.to_string()));
+                return Err(discard(file, &e.to_string()));
             }
             (Err(e), _) => return Err(local_io(&file.what, &e)),
             (Ok(_), Err(e)) => return Err(e),
@@ -273,19 +278,19 @@ impl Downloader {
             && !sha.eq_ignore_ascii_case(&got.sha256)
         {
             let why = format!("has sha256 {}, {sha} expected", got.sha256);
-            return Err(self.refetch(file, &why));
+            return Err(discard(file, &why));
         }
         Journal::remove(&file.dest);
         Ok(got)
     }
+}
 
-    /// Removes a spoiled partial file and its journal: the next attempt
-    /// fetches the file again.
-    fn refetch(&self, file: &FileDownload, why: &str) -> SourceError {
-        let _ = std::fs::remove_file(&file.dest);
-        Journal::remove(&file.dest);
-        SourceError::Transient(format!("{} {why}; it will be downloaded again", file.what))
-    }
+/// Removes a spoiled partial file and its journal, so that the next
+/// attempt fetches the file afresh; answers the attempt's (transient) error.
+fn discard(file: &FileDownload, why: &str) -> SourceError {
+    let _ = std::fs::remove_file(&file.dest);
+    Journal::remove(&file.dest);
+    SourceError::Transient(format!("{} {why}; it will be downloaded again", file.what))
 }
 
 /// Size and sha256 of a whole file on disk (blocking); stops early, with
