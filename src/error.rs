@@ -24,6 +24,10 @@ pub enum ErrorCode {
     ServerError,
     UpstreamError,
     InsufficientStorage,
+    RepoNotFound,
+    RevisionNotFound,
+    EntryNotFound,
+    RangeNotSatisfiable,
 }
 
 impl ErrorCode {
@@ -33,13 +37,16 @@ impl ErrorCode {
         match self {
             InvalidUrl | InvalidModelTag | InvalidFile | EmptyFile => StatusCode::BAD_REQUEST,
             Unauthorized => StatusCode::UNAUTHORIZED,
-            NotFound | NoValidModels => StatusCode::NOT_FOUND,
+            NotFound | NoValidModels | RepoNotFound | RevisionNotFound | EntryNotFound => {
+                StatusCode::NOT_FOUND
+            }
             ModelAlreadyExists | UploadInProgress | TaskFinished => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ValidationError => StatusCode::UNPROCESSABLE_ENTITY,
             ServerError => StatusCode::INTERNAL_SERVER_ERROR,
             UpstreamError => StatusCode::BAD_GATEWAY,
             InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+            RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
         }
     }
 
@@ -62,6 +69,10 @@ impl ErrorCode {
             ServerError => "SERVER_ERROR",
             UpstreamError => "UPSTREAM_ERROR",
             InsufficientStorage => "INSUFFICIENT_STORAGE",
+            RepoNotFound => "REPO_NOT_FOUND",
+            RevisionNotFound => "REVISION_NOT_FOUND",
+            EntryNotFound => "ENTRY_NOT_FOUND",
+            RangeNotSatisfiable => "RANGE_NOT_SATISFIABLE",
         }
     }
 }

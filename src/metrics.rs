@@ -1,7 +1,7 @@
 //! Prometheus metrics: requests by route and status, request latency,
-//! bytes downloaded and retries. Tasks by status are read from the store
-//! when `/metrics` is scraped. Plain atomics and one small lock; rendered
-//! in the Prometheus text format by `render`.
+//! bytes downloaded, retries and bytes the mirror served. Tasks by status
+//! are read from the store when `/metrics` is scraped. Plain atomics and
+//! one small lock; rendered in the Prometheus text format by `render`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -31,6 +31,8 @@ impl Counter {
 pub static BYTES_DOWNLOADED: Counter = Counter::new();
 /// Attempts scheduled again after a transient failure.
 pub static RETRIES: Counter = Counter::new();
+/// File bytes the mirror has sent to clients.
+pub static BYTES_SERVED: Counter = Counter::new();
 
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
@@ -108,5 +110,12 @@ pub fn render(tasks: &[(&str, u64)]) -> String {
     out.push_str("# HELP vectorize_retries_total Attempts retried after a transient failure.\n");
     out.push_str("# TYPE vectorize_retries_total counter\n");
     let _ = writeln!(out, "vectorize_retries_total {}", RETRIES.get());
+    out.push_str("# HELP vectorize_mirror_served_bytes_total File bytes the mirror has sent.\n");
+    out.push_str("# TYPE vectorize_mirror_served_bytes_total counter\n");
+    let _ = writeln!(
+        out,
+        "vectorize_mirror_served_bytes_total {}",
+        BYTES_SERVED.get()
+    );
     out
 }

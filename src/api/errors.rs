@@ -40,6 +40,9 @@ pub enum ApiError {
     /// Hugging Face or GitHub could not be reached or answered with an error.
     #[oai(status = 502)]
     Upstream(Json<ErrorBody>),
+    /// The `Range` asked for lies outside the file (`Content-Range` gives its size).
+    #[oai(status = 416)]
+    RangeNotSatisfiable(Json<ErrorBody>),
     /// The files the upload needs do not fit in the free space of the
     /// store's file system, less `VECTORIZE_MIN_FREE_BYTES`.
     #[oai(status = 507)]
@@ -58,6 +61,7 @@ impl From<AppError> for ApiError {
             404 => ApiError::NotFound(body),
             409 => ApiError::Conflict(body, err.location),
             413 => ApiError::PayloadTooLarge(body),
+            416 => ApiError::RangeNotSatisfiable(body),
             422 => ApiError::Validation(body),
             502 => ApiError::Upstream(body),
             507 => ApiError::InsufficientStorage(body),
@@ -138,6 +142,8 @@ pub const TOO_LARGE: u16 = 1 << 3;
 pub const UPSTREAM: u16 = 1 << 4;
 /// 507: the files do not fit in the store.
 pub const NO_SPACE: u16 = 1 << 5;
+/// 416: the range lies outside the file.
+pub const BAD_RANGE: u16 = 1 << 6;
 
 /// Whether `status` is among the documented statuses `documented`.
 fn is_documented(documented: u16, status: u16) -> bool {
@@ -148,6 +154,7 @@ fn is_documented(documented: u16, status: u16) -> bool {
         413 => documented & TOO_LARGE != 0,
         502 => documented & UPSTREAM != 0,
         507 => documented & NO_SPACE != 0,
+        416 => documented & BAD_RANGE != 0,
         _ => true,
     }
 }

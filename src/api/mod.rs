@@ -1,11 +1,13 @@
 //! The HTTP front end: turns requests into registry messages and store
 //! reads, and answers in the shapes of API.md. One `#[OpenApi]` struct per
-//! area (remote uploads, local uploads, tasks, models), merged here with `/health`, `/metrics`,
-//! `/docs` and `/openapi.json`. No business rules beyond input validation.
+//! area (remote uploads, local uploads, tasks, models, the mirror), merged
+//! here with `/health`, `/metrics`, `/docs` and `/openapi.json`. No
+//! business rules beyond input validation.
 
 pub mod auth;
 pub mod errors;
 pub mod local;
+pub mod mirror;
 pub mod models;
 pub mod objects;
 pub mod strict;
@@ -83,6 +85,7 @@ pub fn openapi(
         local::LocalApi,
         tasks::TasksApi,
         models::ModelsApi,
+        mirror::MirrorApi,
     ),
     (),
 > {
@@ -98,6 +101,7 @@ pub fn openapi(
                 state: state.clone(),
             },
             models::ModelsApi { state },
+            mirror::MirrorApi,
         ),
         "vectorize",
         env!("CARGO_PKG_VERSION"),
@@ -118,6 +122,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     let api = api.with(auth::RequireApiKey(state.config.api_key.clone()));
     Route::new()
         .nest("/", api)
+        .nest("/mirror", mirror::routes(state.config.api_key.clone()))
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .at("/health", get(health))

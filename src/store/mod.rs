@@ -145,6 +145,7 @@ DEFINE INDEX IF NOT EXISTS task_not_before ON task FIELDS not_before;
 DEFINE TABLE IF NOT EXISTS model SCHEMALESS;
 DEFINE INDEX IF NOT EXISTS model_identity ON model FIELDS source, model_tag UNIQUE;
 DEFINE INDEX IF NOT EXISTS model_path ON model FIELDS path;
+DEFINE INDEX IF NOT EXISTS model_name ON model FIELDS source, name;
 DEFINE TABLE IF NOT EXISTS reservation SCHEMALESS;
 DEFINE TABLE IF NOT EXISTS queue SCHEMALESS;
 FOR $waiting IN (SELECT VALUE id FROM task WHERE task_status = "PENDING" AND not_before = NONE) {

@@ -107,6 +107,25 @@ impl Store {
         Ok(found.pop())
     }
 
+    /// Every model of `source` stored under `name` (a repo id, or
+    /// `owner/repo`), one per uploaded revision, newest first.
+    pub async fn models_named(
+        &self,
+        source: Source,
+        name: &str,
+    ) -> Result<Vec<ModelRecord>, StoreError> {
+        let mut response = self
+            .db()
+            .query(
+                "SELECT * OMIT id FROM model WHERE source = $source AND name = $name
+                   ORDER BY created_at DESC",
+            )
+            .bind(("source", source))
+            .bind(("name", name.to_string()))
+            .await?;
+        Ok(response.take(0)?)
+    }
+
     /// A page of models, newest first, and the number matching the filter.
     pub async fn list_models(
         &self,

@@ -4,8 +4,10 @@
 mod helpers;
 mod support {
     pub mod archives;
+    pub mod cutting_proxy;
     pub mod fake_hub;
     pub mod git_server;
+    pub mod hf_client;
     pub mod hygiene;
     pub mod probe_gate;
     pub mod process;
@@ -20,6 +22,7 @@ mod downloads;
 mod github;
 mod huggingface;
 mod local;
+mod mirror;
 mod models;
 mod operations;
 mod restart;
