@@ -83,12 +83,10 @@ async fn relay(
             break;
         }
         let limit = cut.load(Ordering::SeqCst);
-        if limit > 0 && answered + n as u64 >= limit {
-            if cut.swap(0, Ordering::SeqCst) == limit {
-                let keep = (limit - answered) as usize;
-                let _ = client_write.write_all(&buf[..keep]).await;
-                break;
-            }
+        if limit > 0 && answered + n as u64 >= limit && cut.swap(0, Ordering::SeqCst) == limit {
+            let keep = (limit - answered) as usize;
+            let _ = client_write.write_all(&buf[..keep]).await;
+            break;
         }
         if client_write.write_all(&buf[..n]).await.is_err() {
             break;
