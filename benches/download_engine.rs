@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Service, env_or, median};
+use common::{Service, env_or, interop_python, median};
 use fake_hub::{FakeHub, HubFile, safetensors_bytes, tiny_repo};
 
 /// What each connection of the throttled link carries, bytes per second.
@@ -175,20 +175,4 @@ fn row(what: &str, took: Duration, mib: f64) {
         took.as_secs_f64(),
         mib / took.as_secs_f64()
     );
-}
-
-/// The Python of the huggingface_hub venv that `.ci/interop.sh` builds.
-fn interop_python() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")?;
-    let cache = Path::new(&home).join(".cache");
-    std::fs::read_dir(&cache)
-        .ok()?
-        .flatten()
-        .map(|entry| entry.path().join("bin/python"))
-        .find(|python| {
-            python
-                .to_str()
-                .is_some_and(|p| p.contains("vectorize-interop-hf"))
-                && python.exists()
-        })
 }

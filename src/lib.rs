@@ -7,7 +7,8 @@
 //! - [`config`]: settings from the environment, flags and a TOML file.
 //! - [`error`]: the one table of error codes and their HTTP statuses.
 //! - [`app`]: assembles and stops the service; `main` and the tests use it.
-//! - [`api`]: the poem-openapi front end; turns HTTP into registry messages.
+//! - [`api`]: the poem-openapi front end; turns HTTP into registry messages,
+//!   and serves the store back to Hugging Face clients (`api::mirror`).
 //! - [`actors`]: `TaskRegistry` (task state), `UploadSupervisor` (queue,
 //!   concurrency, retries), `UploadWorker` (one attempt of one task).
 //! - [`sources`]: the work of one attempt or upload: Hugging Face, GitHub

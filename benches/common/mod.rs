@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each benchmark uses a part
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -147,4 +148,20 @@ pub fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The Python of the huggingface_hub venv that `.ci/interop.sh` builds.
+pub fn interop_python() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    let cache = Path::new(&home).join(".cache");
+    std::fs::read_dir(&cache)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path().join("bin/python"))
+        .find(|python| {
+            python
+                .to_str()
+                .is_some_and(|p| p.contains("vectorize-interop-hf"))
+                && python.exists()
+        })
 }
