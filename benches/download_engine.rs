@@ -18,7 +18,7 @@ mod common;
 #[allow(dead_code)]
 mod fake_hub;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
