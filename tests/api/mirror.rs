@@ -359,6 +359,22 @@ async fn files_answer_with_the_hubs_headers_and_ranges() {
         .await
         .unwrap();
     assert_eq!(tree.as_array().unwrap().len(), siblings.len());
+    let onnx: Value = app
+        .client
+        .get(app.at(&format!(
+            "/mirror/huggingface/api/models/acme/bert/tree/{commit}/onnx"
+        )))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        onnx,
+        json!([{"type": "file", "path": "onnx/config.json", "size": 13,
+        "oid": app.hub_etag("acme/bert", "onnx/config.json").await.trim_matches('"')}])
+    );
 
     // Paths that try to leave the model name nothing.
     for path in [

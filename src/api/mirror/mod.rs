@@ -26,7 +26,6 @@ use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, h
 use poem_openapi::payload::Json;
 
 pub use docs::MirrorApi;
-pub use repo::{commit_of, repo_id_of};
 
 use self::answers::{InfoAnswer, MirrorError, MirrorRefusal, TreeAnswer};
 use self::files::HubFile;

@@ -82,14 +82,6 @@ pub fn commit_of(model: &ModelRecord) -> String {
     }
 }
 
-/// The repo id a model is served under on its root.
-pub fn repo_id_of(model: &ModelRecord) -> String {
-    match model.source {
-        Source::Local => format!("{LOCAL_NAMESPACE}/{}", model.model_tag),
-        _ => model.name.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,7 +105,6 @@ mod tests {
         assert!(commit.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(commit, commit_of(&model.clone()));
         assert_ne!(commit, commit_of(&local_model()), "each model its own");
-        assert_eq!(repo_id_of(&model), "local/bert_base");
         assert_eq!(revision_name(&model), Some("main"));
     }
 }
