@@ -77,7 +77,7 @@ async fn one_file(service: &Service, data: &Path, mib: usize) {
     let files = StaticFilesEndpoint::new(&blobs);
     tokio::spawn(poem::Server::new(TcpListener::bind(format!("127.0.0.1:{port}"))).run(files));
     let static_url = format!("http://127.0.0.1:{port}/{blob}");
-    wait_answering(&static_url).await;
+    wait_listening(port).await;
     let mirror_url = format!(
         "{}/mirror/huggingface/bench/big/resolve/main/model.safetensors",
         service.base
@@ -173,18 +173,16 @@ fn curl_to_null(url: &str, size: u64) -> Duration {
     took
 }
 
-async fn wait_answering(url: &str) {
-    let client = reqwest::Client::new();
+/// Waits until the static server on `port` accepts connections.
+async fn wait_listening(port: u16) {
     for _ in 0..100 {
-        if client
-            .head(url)
-            .send()
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
-            .is_ok_and(|r| r.status().is_success())
+            .is_ok()
         {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("{url} does not answer");
+    panic!("the static file server on port {port} does not listen");
 }
