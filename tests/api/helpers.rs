@@ -278,6 +278,29 @@ impl TestApp {
         found
     }
 
+    /// Sends `GET {target}` as written, with no client library to normalise
+    /// the path; answers the status and the body.
+    pub async fn raw_get(&self, target: &str, key: Option<&str>) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address = self.url.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let auth = key
+            .map(|k| format!("Authorization: Bearer {k}\r\n"))
+            .unwrap_or_default();
+        let request =
+            format!("GET {target} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let status = answer
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status line: {answer}"));
+        (status, answer)
+    }
+
     pub fn hf_cache(&self) -> PathBuf {
         self.data_dir.join("models").join("huggingface")
     }

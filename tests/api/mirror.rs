@@ -262,13 +262,10 @@ async fn files_answer_with_the_hubs_headers_and_ranges() {
     let head = app.client.head(&file).send().await.unwrap();
     assert_eq!(head.status(), 200);
     let h = head.headers();
-    let sha256 = hex::encode(Sha256::digest(&weights));
+    let quoted_sha256 = format!("\"{}\"", hex::encode(Sha256::digest(&weights)));
     assert_eq!(h["x-repo-commit"], commit);
-    assert_eq!(h["etag"].to_str().unwrap(), format!("\"{sha256}\""));
-    assert_eq!(
-        h["x-linked-etag"].to_str().unwrap(),
-        format!("\"{sha256}\"")
-    );
+    assert_eq!(h["etag"].to_str().unwrap(), quoted_sha256);
+    assert_eq!(h["x-linked-etag"].to_str().unwrap(), quoted_sha256);
     assert_eq!(h["x-linked-size"].to_str().unwrap(), size.to_string());
     assert_eq!(h["content-length"].to_str().unwrap(), size.to_string());
     assert_eq!(h["accept-ranges"], "bytes");
@@ -277,13 +274,7 @@ async fn files_answer_with_the_hubs_headers_and_ranges() {
     assert_eq!(whole.status(), 200);
     assert_eq!(whole.bytes().await.unwrap(), weights);
 
-    let part = app
-        .client
-        .get(&file)
-        .header("range", "bytes=10-19")
-        .send()
-        .await
-        .unwrap();
+    let part = app.get_range(&file, "bytes=10-19").await;
     assert_eq!(part.status(), 206);
     assert_eq!(
         part.headers()["content-range"].to_str().unwrap(),
@@ -291,23 +282,11 @@ async fn files_answer_with_the_hubs_headers_and_ranges() {
     );
     assert_eq!(part.bytes().await.unwrap(), weights[10..20]);
 
-    let tail = app
-        .client
-        .get(&file)
-        .header("range", "bytes=-5")
-        .send()
-        .await
-        .unwrap();
+    let tail = app.get_range(&file, "bytes=-5").await;
     assert_eq!(tail.status(), 206);
     assert_eq!(tail.bytes().await.unwrap(), weights[size - 5..]);
 
-    let past = app
-        .client
-        .get(&file)
-        .header("range", format!("bytes={size}-"))
-        .send()
-        .await
-        .unwrap();
+    let past = app.get_range(&file, &format!("bytes={size}-")).await;
     assert_eq!(
         past.headers()["content-range"].to_str().unwrap(),
         format!("bytes */{size}")
@@ -326,17 +305,18 @@ async fn files_answer_with_the_hubs_headers_and_ranges() {
     let blob = app.hub_etag("acme/bert", "config.json").await;
     assert_eq!(config.headers()["etag"].to_str().unwrap(), blob);
     assert!(config.headers().get("x-linked-etag").is_none());
+}
 
-    // The model info and the tree name the same files.
-    let info: Value = app
-        .client
-        .get(app.at("/mirror/huggingface/api/models/acme/bert/revision/refs%2Fpr%2F1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+#[tokio::test]
+async fn the_model_info_and_the_tree_name_the_stored_files() {
+    let app = spawn_app().await;
+    let weights = bert(&app.hub);
+    let model = app.upload_hf_at("acme/bert", "refs/pr/1").await;
+    let commit = model["commit_sha"].as_str().unwrap();
+
+    let info = app
+        .get_json("/mirror/huggingface/api/models/acme/bert/revision/refs%2Fpr%2F1")
+        .await;
     assert_eq!(info["id"], "acme/bert");
     assert_eq!(info["sha"], commit);
     let siblings = info["siblings"].as_array().unwrap();
@@ -345,50 +325,71 @@ async fn files_answer_with_the_hubs_headers_and_ranges() {
         .iter()
         .find(|s| s["rfilename"] == "model.safetensors")
         .unwrap();
-    assert_eq!(weights_entry["lfs"]["sha256"], sha256.as_str());
-    assert_eq!(weights_entry["size"], size);
-    let tree: Value = app
-        .client
-        .get(app.at(&format!(
+    assert_eq!(
+        weights_entry["lfs"]["sha256"],
+        hex::encode(Sha256::digest(&weights))
+    );
+    assert_eq!(weights_entry["size"], weights.len());
+
+    let tree = app
+        .get_json(&format!(
             "/mirror/huggingface/api/models/acme/bert/tree/{commit}?recursive=true&expand=false"
-        )))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ))
+        .await;
     assert_eq!(tree.as_array().unwrap().len(), siblings.len());
-    let onnx: Value = app
-        .client
-        .get(app.at(&format!(
+    let onnx = app
+        .get_json(&format!(
             "/mirror/huggingface/api/models/acme/bert/tree/{commit}/onnx"
-        )))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ))
+        .await;
+    let blob = app.hub_etag("acme/bert", "onnx/config.json").await;
     assert_eq!(
         onnx,
         json!([{"type": "file", "path": "onnx/config.json", "size": 13,
-        "oid": app.hub_etag("acme/bert", "onnx/config.json").await.trim_matches('"')}])
+            "oid": blob.trim_matches('"')}])
     );
+}
 
-    // Paths that try to leave the model name nothing.
+#[tokio::test]
+async fn paths_that_try_to_leave_a_model_name_nothing() {
+    let app = spawn_app().await;
+    bert(&app.hub);
+    app.upload_hf_at("acme/bert", "main").await;
+    let (status, answer) = app
+        .raw_get(
+            "/mirror/huggingface/acme/bert/resolve/main/config.json",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    // Sent as written: no client library normalises these paths first.
     for path in [
         "/mirror/huggingface/acme/bert/resolve/main/..%2F..%2F..%2Fdb",
-        "/mirror/huggingface/acme/bert/resolve/main/%2E%2E/config.json",
+        "/mirror/huggingface/acme/bert/resolve/main/%2E%2E/%2E%2E/%2E%2E/db",
+        "/mirror/huggingface/acme/bert/resolve/main/../../../../db",
         "/mirror/huggingface/acme/bert/resolve/main//config.json",
+        "/mirror/huggingface/acme/bert/resolve/main/./config.json",
+        "/mirror/huggingface/acme/bert/resolve/main/onnx/../config.json",
+        "/mirror/huggingface/acme/bert/resolve/main/%2Fetc%2Fpasswd",
         "/mirror/elsewhere/acme/bert/resolve/main/config.json",
     ] {
-        let response = app.client.get(app.at(path)).send().await.unwrap();
-        assert_eq!(response.status(), 404, "{path}");
+        let (status, answer) = app.raw_get(path, None).await;
+        assert_eq!(status, 404, "{path}: {answer}");
     }
 }
 
 impl TestApp {
+    async fn get_json(&self, path: &str) -> Value {
+        let response = self.client.get(self.at(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.unwrap()
+    }
+
+    async fn get_range(&self, url: &str, range: &str) -> reqwest::Response {
+        let request = self.client.get(url).header("range", range);
+        request.send().await.unwrap()
+    }
+
     /// The ETag the fake hub gives one file of a repo at `main`.
     async fn hub_etag(&self, repo: &str, path: &str) -> String {
         let response = self
@@ -453,13 +454,20 @@ async fn with_an_api_key_the_mirror_takes_it_as_the_clients_token() {
     let client = HfClient::new(&endpoint).with_token("s3cret-key");
     let path = client.file("acme/bert", "main", "config.json").await;
     assert_eq!(std::fs::read(path).unwrap(), br#"{"model_type":"bert"}"#);
+    // Whatever the spelling, no byte of the model leaves without the key.
     for path in [
         "/mirror/huggingface/api/models/acme/bert",
         "/mirror/huggingface/acme/bert/resolve/main/config.json",
         "//mirror/huggingface/acme/bert/resolve/main/config.json",
+        "/mirror//huggingface/acme/bert/resolve/main/config.json",
+        "/x/../mirror/huggingface/acme/bert/resolve/main/config.json",
+        "/health/../mirror/huggingface/acme/bert/resolve/main/config.json",
+        "/%6Dirror/huggingface/acme/bert/resolve/main/config.json",
+        "/mirror%2Fhuggingface%2Facme%2Fbert%2Fresolve%2Fmain%2Fconfig.json",
         "/mirror/huggingface/nothing/resolve/main/x",
     ] {
-        let response = app.client.get(app.at(path)).send().await.unwrap();
-        assert_error(response, 401, "UNAUTHORIZED").await;
+        let (status, answer) = app.raw_get(path, None).await;
+        assert!(matches!(status, 401 | 404 | 400), "{path}: {answer}");
+        assert!(!answer.contains("model_type"), "{path} leaked: {answer}");
     }
 }

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{Options, TestApp, assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{Options, assert_error, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn health_metrics_and_docs_answer() {
@@ -158,29 +158,6 @@ async fn the_api_key_guards_v1_only_when_set() {
     }
 }
 
-/// Sends `GET {target}` as written, with no client library to normalise
-/// the path; answers the status and the body.
-async fn raw_get(app: &TestApp, target: &str, key: Option<&str>) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let address = app.url.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let auth = key
-        .map(|k| format!("Authorization: Bearer {k}\r\n"))
-        .unwrap_or_default();
-    let request =
-        format!("GET {target} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {answer}"));
-    (status, answer)
-}
-
 #[tokio::test]
 async fn the_api_key_guards_routes_not_spellings() {
     let app = spawn_app_with(Options {
@@ -188,7 +165,7 @@ async fn the_api_key_guards_routes_not_spellings() {
         ..Default::default()
     })
     .await;
-    let (status, body) = raw_get(&app, "/v1/upload/tasks", Some("s3cret")).await;
+    let (status, body) = app.raw_get("/v1/upload/tasks", Some("s3cret")).await;
     assert_eq!(status, 200, "{body}");
     let address = app.url.trim_start_matches("http://").to_string();
     for target in [
@@ -212,7 +189,7 @@ async fn the_api_key_guards_routes_not_spellings() {
         "/v1/upload/tasks/00000000-0000-0000-0000-000000000000".into(),
         format!("http://{address}/v1/upload/tasks"),
     ] {
-        let (status, answer) = raw_get(&app, &target, None).await;
+        let (status, answer) = app.raw_get(&target, None).await;
         assert!(
             matches!(status, 401 | 404 | 400),
             "{target} answered {status} without the key: {answer}"
