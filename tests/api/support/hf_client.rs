@@ -150,6 +150,9 @@ impl HfClient {
             .env("HF_HOME", self.home.path())
             .env("HF_HUB_CACHE", self.cache())
             .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            // A loaded CI machine answers slower than the client's 10 s defaults.
+            .env("HF_HUB_ETAG_TIMEOUT", "60")
+            .env("HF_HUB_DOWNLOAD_TIMEOUT", "60")
             .kill_on_drop(true);
         if let Some(token) = &self.token {
             command.env("HF_TOKEN", token);
