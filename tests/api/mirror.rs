@@ -33,6 +33,17 @@ impl TestApp {
         self.stored_model(&task).await
     }
 
+    async fn upload_github_at(&self, owner_repo: &str, revision: &str) -> Value {
+        let (owner, repo) = owner_repo.split_once('/').unwrap();
+        let body = json!({"owner": owner, "repo_name": repo, "revision": revision});
+        let response = self.post_github(body).await;
+        assert_eq!(response.status(), 201, "{:?}", response.text().await);
+        let task: Value = response.json().await.unwrap();
+        let task = self.wait_task(task["id"].as_str().unwrap()).await;
+        assert_eq!(task["task_status"], "DONE", "{task}");
+        self.stored_model(&task).await
+    }
+
     async fn stored_model(&self, task: &Value) -> Value {
         let id = task["model_id"].as_str().unwrap();
         self.get_model(id).await.json().await.unwrap()
@@ -161,26 +172,23 @@ async fn github_and_local_models_pull_from_their_own_roots() {
         .lfs_file("model.safetensors", &weights);
     let first = repo.commit("weights");
     repo.tag("v1");
+    repo.lfs_file("model.safetensors", &safetensors_bytes(&[("w", &[8, 8])]));
+    let second = repo.commit("smaller weights");
     let app = spawn_app_with(Options {
         github: Some(server),
         ..Default::default()
     })
     .await;
-    let response = app
-        .post_github(json!({"owner": "acme", "repo_name": "vision", "revision": "v1"}))
-        .await;
-    assert_eq!(response.status(), 201);
-    let task: Value = response.json().await.unwrap();
-    let task = app.wait_task(task["id"].as_str().unwrap()).await;
-    assert_eq!(task["task_status"], "DONE", "{task}");
-    let github = app.stored_model(&task).await;
-    assert_eq!(github["commit_sha"], first.as_str());
+    let tagged = app.upload_github_at("acme/vision", "v1").await;
+    assert_eq!(tagged["commit_sha"], first.as_str());
+    let main = app.upload_github_at("acme/vision", "main").await;
+    assert_eq!(main["commit_sha"], second.as_str());
 
     let endpoint = app.mirror("github");
-    for revision in ["v1", first.as_str()] {
+    for (revision, model) in [("main", &main), ("v1", &tagged), (first.as_str(), &tagged)] {
         let client = HfClient::new(&endpoint);
         let snapshot = client.snapshot("acme/vision", revision).await;
-        assert_eq!(tree_of(&snapshot), files_of(&github), "at {revision}");
+        assert_eq!(tree_of(&snapshot), files_of(model), "at {revision}");
     }
 
     let archive = Archive::new()
@@ -191,9 +199,15 @@ async fn github_and_local_models_pull_from_their_own_roots() {
     let id = stored["models"][0]["id"].as_str().unwrap();
     let local: Value = app.get_model(id).await.json().await.unwrap();
     assert_eq!(local["model_tag"], "tiny_net");
-    let client = HfClient::new(&app.mirror("local"));
-    let snapshot = client.snapshot("local/tiny_net", "main").await;
-    assert_eq!(tree_of(&snapshot), files_of(&local));
+    let info = app
+        .get_json("/mirror/local/api/models/local/tiny_net")
+        .await;
+    let commit = info["sha"].as_str().unwrap();
+    for revision in ["main", commit] {
+        let client = HfClient::new(&app.mirror("local"));
+        let snapshot = client.snapshot("local/tiny_net", revision).await;
+        assert_eq!(tree_of(&snapshot), files_of(&local), "at {revision}");
+    }
     // Each root serves only its own source.
     let missing = HfClient::new(&app.mirror("huggingface"))
         .error("local/tiny_net", "main", "config.json")
@@ -305,6 +319,22 @@ async fn files_answer_with_the_hubs_headers_and_ranges() {
     let blob = app.hub_etag("acme/bert", "config.json").await;
     assert_eq!(config.headers()["etag"].to_str().unwrap(), blob);
     assert!(config.headers().get("x-linked-etag").is_none());
+}
+
+#[tokio::test]
+async fn many_clients_download_at_once() {
+    let app = spawn_app().await;
+    let weights = bert_with(&app.hub, safetensors_bytes(&[("w", &[1 << 18])]));
+    app.upload_hf_at("acme/bert", "main").await;
+    let file = app.at("/mirror/huggingface/acme/bert/resolve/main/model.safetensors");
+    let downloads = (0..32).map(|_| async {
+        let response = app.client.get(&file).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap()
+    });
+    for body in futures_util::future::join_all(downloads).await {
+        assert!(body == weights, "a download differs from the stored file");
+    }
 }
 
 #[tokio::test]
