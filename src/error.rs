@@ -28,6 +28,7 @@ pub enum ErrorCode {
     RevisionNotFound,
     EntryNotFound,
     RangeNotSatisfiable,
+    MethodNotAllowed,
 }
 
 impl ErrorCode {
@@ -47,6 +48,7 @@ impl ErrorCode {
             UpstreamError => StatusCode::BAD_GATEWAY,
             InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -73,6 +75,7 @@ impl ErrorCode {
             RevisionNotFound => "REVISION_NOT_FOUND",
             EntryNotFound => "ENTRY_NOT_FOUND",
             RangeNotSatisfiable => "RANGE_NOT_SATISFIABLE",
+            MethodNotAllowed => "METHOD_NOT_ALLOWED",
         }
     }
 }

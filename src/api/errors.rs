@@ -28,6 +28,9 @@ pub enum ApiError {
     /// task), or the task has already ended.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>, #[oai(header = "Location")] Option<String>),
+    /// The path does not serve this method; `Allow` lists those it does.
+    #[oai(status = 405)]
+    MethodNotAllowed(Json<ErrorBody>),
     /// The request body is larger than `VECTORIZE_MAX_UPLOAD_BYTES`.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
@@ -59,6 +62,7 @@ impl From<AppError> for ApiError {
             400 => ApiError::BadRequest(body),
             401 => ApiError::Unauthorized(body),
             404 => ApiError::NotFound(body),
+            405 => ApiError::MethodNotAllowed(body),
             409 => ApiError::Conflict(body, err.location),
             413 => ApiError::PayloadTooLarge(body),
             416 => ApiError::RangeNotSatisfiable(body),
@@ -100,14 +104,11 @@ pub async fn render_error(err: poem::Error) -> Response {
             ErrorCode::NotFound,
             "there is nothing at this path; see /docs for the routes",
         ),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            let mut response = error_response(
-                ErrorCode::NotFound,
-                "this path does not accept that method; see /docs",
-            );
-            response.set_status(StatusCode::METHOD_NOT_ALLOWED);
-            response
-        }
+        // `allow::MethodNotAllowed` answers these with `Allow` first.
+        StatusCode::METHOD_NOT_ALLOWED => error_response(
+            ErrorCode::MethodNotAllowed,
+            "this path does not accept that method; see /docs",
+        ),
         StatusCode::PAYLOAD_TOO_LARGE => {
             error_response(ErrorCode::PayloadTooLarge, "the request body is too large")
         }
@@ -155,6 +156,8 @@ fn is_documented(documented: u16, status: u16) -> bool {
         502 => documented & UPSTREAM != 0,
         507 => documented & NO_SPACE != 0,
         416 => documented & BAD_RANGE != 0,
+        // A property of the path, not of one operation.
+        405 => false,
         _ => true,
     }
 }

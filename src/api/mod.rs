@@ -4,6 +4,7 @@
 //! here with `/health`, `/metrics`, `/docs` and `/openapi.json`. No
 //! business rules beyond input validation.
 
+pub mod allow;
 pub mod auth;
 pub mod errors;
 pub mod local;
@@ -115,6 +116,7 @@ pub fn openapi(
 /// The whole application as one endpoint.
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     let api = openapi(state.clone());
+    let allowed = allow::AllowedMethods::from_spec(&api.spec());
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     // The key guards the API endpoint itself: whatever path spelling the
@@ -127,6 +129,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .nest("/docs", docs)
         .at("/health", get(health))
         .at("/metrics", get(metrics))
+        .with(allow::MethodNotAllowed(allowed))
         .data(state.clone())
         .around(observe)
         .catch_all_error(errors::render_error)

@@ -211,3 +211,42 @@ async fn unknown_routes_answer_json() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_method_a_path_does_not_serve_is_405_with_allow() {
+    let app = spawn_app().await;
+    let id = "00000000-0000-0000-0000-000000000000";
+    for (method, path, allow) in [
+        (reqwest::Method::POST, "/v1/models".to_string(), "GET"),
+        (
+            reqwest::Method::PUT,
+            format!("/v1/models/{id}"),
+            "DELETE, GET",
+        ),
+        (
+            reqwest::Method::PATCH,
+            format!("/v1/upload/tasks/{id}"),
+            "DELETE, GET",
+        ),
+        (reqwest::Method::DELETE, "/health".to_string(), "GET"),
+        (
+            reqwest::Method::POST,
+            "/mirror/huggingface/acme/bert/resolve/main/config.json".to_string(),
+            "GET, HEAD",
+        ),
+    ] {
+        let response = app
+            .client
+            .request(method.clone(), app.at(&path))
+            .send()
+            .await
+            .unwrap();
+        let allowed = response.headers().get("allow").cloned();
+        assert_error(response, 405, "METHOD_NOT_ALLOWED").await;
+        assert_eq!(
+            allowed.as_ref().map(|v| v.to_str().unwrap()),
+            Some(allow),
+            "{method} {path}"
+        );
+    }
+}
