@@ -59,8 +59,11 @@ impl ModelsApi {
             validator(minimum(value = "1"), maximum(value = "1000"))
         )]
         limit: Query<u32>,
-        /// Models to skip.
-        #[oai(default)]
+        /// Models to skip, 0–4294967295.
+        #[oai(
+            default,
+            validator(minimum(value = "0"), maximum(value = "4294967295"))
+        )]
         offset: Query<u32>,
     ) -> Result<ModelPage, Refusal<0>> {
         let (items, total) = self

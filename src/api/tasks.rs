@@ -83,8 +83,11 @@ impl TasksApi {
             validator(minimum(value = "1"), maximum(value = "1000"))
         )]
         limit: Query<u32>,
-        /// Tasks to skip.
-        #[oai(default)]
+        /// Tasks to skip, 0–4294967295.
+        #[oai(
+            default,
+            validator(minimum(value = "0"), maximum(value = "4294967295"))
+        )]
         offset: Query<u32>,
     ) -> Result<TaskPage, Refusal<0>> {
         let filter = TaskFilter {
