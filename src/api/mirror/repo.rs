@@ -7,7 +7,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::MirrorError;
+use super::answers::MirrorError;
 use super::route::DEFAULT_REVISION;
 use crate::store::{ModelRecord, Source, Store};
 
