@@ -86,6 +86,44 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
+/// Why a task ended FAILED or CANCELLED, as its `error_code` (API.md, the
+/// task object): a code of the table above, or one that only tasks carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureCode {
+    /// A code of the table: e.g. `NOT_FOUND` upstream, `UNAUTHORIZED` by
+    /// the upstream, `INSUFFICIENT_STORAGE`.
+    Table(ErrorCode),
+    /// The upstream could not be reached or kept failing (retries ran out).
+    UpstreamUnavailable,
+    /// Bytes did not match their sha256 or size (retries ran out).
+    ChecksumMismatch,
+    /// A weights file that does not read as what it claims to be.
+    InvalidWeights,
+    /// A pickle that torch's `weights_only` loader would refuse.
+    UnsafePickle,
+    /// Files a model needs are missing, or the repository's layout is not one model's.
+    MissingFiles,
+    /// The node running the last attempt died.
+    Interrupted,
+    /// A client cancelled the task.
+    Cancelled,
+}
+
+impl FailureCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCode::Table(code) => code.as_str(),
+            FailureCode::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
+            FailureCode::ChecksumMismatch => "CHECKSUM_MISMATCH",
+            FailureCode::InvalidWeights => "INVALID_WEIGHTS",
+            FailureCode::UnsafePickle => "UNSAFE_PICKLE",
+            FailureCode::MissingFiles => "MISSING_FILES",
+            FailureCode::Interrupted => "INTERRUPTED",
+            FailureCode::Cancelled => "CANCELLED",
+        }
+    }
+}
+
 /// An error on its way to a client: a code from the table and a sentence a
 /// person can act on. `location` is set for `UPLOAD_IN_PROGRESS`, which names
 /// the task already running.

@@ -18,7 +18,8 @@ use uuid::Uuid;
 use super::Fetchers;
 use super::registry::RegistryMsg;
 use super::worker::{UploadWorker, WorkerArgs};
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode, FailureCode};
+use crate::sources::SourceError;
 use crate::store::{Lease, UploadTask};
 
 /// The first attempt and three retries.
@@ -226,7 +227,8 @@ impl SupervisorState {
     }
 
     /// A worker stopped; what happens next depends on how.
-    fn worker_exited(&mut self, id: ActorId, failure: Option<String>) {
+    /// A worker stopped; `failure` is why and its code, when the attempt failed.
+    fn worker_exited(&mut self, id: ActorId, failure: Option<(String, FailureCode)>) {
         let Some(running) = self.running.remove(&id) else {
             return;
         };
@@ -256,7 +258,7 @@ impl SupervisorState {
             return;
         }
         // A normal stop: the worker reported DONE or FAILED itself.
-        let Some(cause) = failure else { return };
+        let Some((cause, code)) = failure else { return };
         if task.attempts < MAX_ATTEMPTS {
             let backoff = self.backoff(task.attempts);
             tracing::warn!(task_id = %task.task_id, attempt = task.attempts, ?backoff, error = %cause, "attempt failed; retrying");
@@ -274,7 +276,7 @@ impl SupervisorState {
                 let _ = registry.cast(RegistryMsg::Failed {
                     id,
                     message,
-                    code: None,
+                    code: Some(code.as_str().to_string()),
                 });
             });
         }
@@ -394,7 +396,12 @@ impl Actor for UploadSupervisor {
                 state.worker_exited(cell.get_id(), None)
             }
             SupervisionEvent::ActorFailed(cell, err) => {
-                state.worker_exited(cell.get_id(), Some(err.to_string()))
+                // A panic carries no code of its own.
+                let code = err.downcast_ref::<SourceError>().map_or(
+                    FailureCode::Table(ErrorCode::ServerError),
+                    SourceError::code,
+                );
+                state.worker_exited(cell.get_id(), Some((err.to_string(), code)))
             }
             SupervisionEvent::ActorStarted(_) => {}
             other => tracing::debug!(event = ?other, "supervisor event ignored"),

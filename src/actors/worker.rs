@@ -109,9 +109,8 @@ impl Actor for UploadWorker {
                 reservation.release().await;
             }
             Err(SourceError::Cancelled) => tracing::info!(task_id = %id, "attempt cancelled"),
-            Err(error @ (SourceError::Permanent(_) | SourceError::InsufficientStorage(_))) => {
-                let code = matches!(error, SourceError::InsufficientStorage(_))
-                    .then(|| ErrorCode::InsufficientStorage.as_str().to_string());
+            Err(error @ SourceError::Permanent(..)) => {
+                let code = Some(error.code().as_str().to_string());
                 let message = error.to_string();
                 tracing::warn!(task_id = %id, error = %message, "task failed");
                 let files = state.fetchers.files.clone();
@@ -120,7 +119,11 @@ impl Actor for UploadWorker {
                     .registry
                     .cast(RegistryMsg::Failed { id, message, code })?;
             }
-            Err(SourceError::Transient(message)) => return Err(message.into()),
+            // The supervisor retries, and reads the code from the error
+            // when the retries run out.
+            Err(error @ (SourceError::Transient(_) | SourceError::Corrupt(_))) => {
+                return Err(Box::new(error));
+            }
         }
         myself.stop(None);
         Ok(())
@@ -157,10 +160,13 @@ async fn attempt(state: &WorkerArgs, progress: &ProgressSink) -> Result<Installe
     match task.source {
         Source::Huggingface => attempt_huggingface(fetchers, task, lease, progress, cancel).await,
         Source::Github => attempt_github(fetchers, task, lease, progress, cancel).await,
-        other => Err(SourceError::Permanent(format!(
-            "uploads from {} are not supported by this server yet",
-            other.as_str()
-        ))),
+        other => Err(SourceError::refused(
+            ErrorCode::ServerError,
+            format!(
+                "uploads from {} are not supported by this server yet",
+                other.as_str()
+            ),
+        )),
     }
 }
 

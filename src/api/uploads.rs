@@ -12,7 +12,7 @@ use super::errors::{ApiError, BAD_INPUT, CONFLICT, NO_SPACE, NOT_FOUND, Refusal,
 use super::objects::{GitHubUpload, HuggingFaceUpload, Task};
 use super::{ApiTags, AppState};
 use crate::actors::RegistryMsg;
-use crate::error::{AppError, ErrorCode};
+use crate::error::{AppError, ErrorCode, FailureCode};
 use crate::sources::SourceError;
 use crate::sources::github::GithubRepo;
 use crate::sources::huggingface::HfRepoId;
@@ -156,12 +156,14 @@ impl UploadsApi {
     ) -> Result<TaskCreated, ApiError> {
         self.state.refuse_duplicate(&task).await?;
         check.await.map_err(|e| match e {
-            SourceError::Transient(m) => AppError::new(
+            SourceError::Transient(m) | SourceError::Corrupt(m) => AppError::new(
                 ErrorCode::UpstreamError,
                 format!("{upstream} could not be asked: {m}"),
             ),
-            SourceError::Permanent(m) => AppError::new(ErrorCode::NotFound, m),
-            SourceError::InsufficientStorage(m) => AppError::new(ErrorCode::InsufficientStorage, m),
+            SourceError::Permanent(FailureCode::Table(ErrorCode::InsufficientStorage), m) => {
+                AppError::new(ErrorCode::InsufficientStorage, m)
+            }
+            SourceError::Permanent(_, m) => AppError::new(ErrorCode::NotFound, m),
             SourceError::Cancelled => AppError::internal("an upstream check was cancelled"),
         })?;
         let task = self

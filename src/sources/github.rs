@@ -21,6 +21,7 @@ use self::lfs::lfs_pointers;
 use self::model_folder::{find_model_folder, stage_folder};
 use super::download::Downloader;
 use super::{ProgressSink, SourceError};
+use crate::error::ErrorCode;
 use crate::secret::Secret;
 use crate::store::{ModelFile, UploadRequest};
 
@@ -66,10 +67,13 @@ impl GithubRepo {
     }
 
     fn from_full_name(full: &str) -> Result<Self, SourceError> {
-        let (owner, name) = full
-            .split_once('/')
-            .ok_or_else(|| SourceError::Permanent(format!("'{full}' is not owner/repository")))?;
-        Self::parse(owner, name).map_err(SourceError::Permanent)
+        let (owner, name) = full.split_once('/').ok_or_else(|| {
+            SourceError::refused(
+                ErrorCode::InvalidUrl,
+                format!("'{full}' is not owner/repository"),
+            )
+        })?;
+        Self::parse(owner, name).map_err(|m| SourceError::refused(ErrorCode::InvalidUrl, m))
     }
 }
 
@@ -159,9 +163,10 @@ impl GitHub {
         }
         match status {
             s if s.is_success() => Ok(response),
-            StatusCode::NOT_FOUND | StatusCode::UNPROCESSABLE_ENTITY => Err(
-                SourceError::Permanent(format!("{what} was not found on GitHub")),
-            ),
+            StatusCode::NOT_FOUND | StatusCode::UNPROCESSABLE_ENTITY => Err(SourceError::refused(
+                ErrorCode::NotFound,
+                format!("{what} was not found on GitHub"),
+            )),
             s => Err(SourceError::from_status(s, what, None)),
         }
     }

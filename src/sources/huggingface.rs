@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::download::{Downloader, FileDownload, ScopedToken, error_detail};
 use super::{ProgressSink, SourceError};
+use crate::error::{ErrorCode, FailureCode};
 use crate::secret::Secret;
 use crate::store::UploadRequest;
 use crate::store::files::StagedFile;
@@ -212,10 +213,10 @@ impl HfHub {
             } else {
                 "set HF_TOKEN to a token that has been granted access"
             };
-            return Err(SourceError::Permanent(format!(
-                "{} is a gated repository: {hint}",
-                repo.as_str()
-            )));
+            return Err(SourceError::refused(
+                ErrorCode::Unauthorized,
+                format!("{} is a gated repository: {hint}", repo.as_str()),
+            ));
         }
         Err(SourceError::from_status(
             status,
@@ -257,7 +258,8 @@ impl HfHub {
         progress: &ProgressSink,
         cancel: &CancellationToken,
     ) -> Result<FetchedSnapshot, SourceError> {
-        let repo = &HfRepoId::parse(&request.repo).map_err(SourceError::Permanent)?;
+        let repo = &HfRepoId::parse(&request.repo)
+            .map_err(|m| SourceError::refused(ErrorCode::InvalidModelTag, m))?;
         let (revision, allow_patterns) = (&request.revision, &request.allow_patterns);
         let info = self.repo_info(repo, revision).await?;
         let wanted: Vec<Wanted> = select_files(&info.siblings, allow_patterns)?
@@ -265,10 +267,13 @@ impl HfHub {
             .map(Wanted::of)
             .collect();
         if wanted.is_empty() {
-            return Err(SourceError::Permanent(format!(
-                "no file of {}@{revision} matches allow_patterns {allow_patterns:?}",
-                repo.as_str()
-            )));
+            return Err(SourceError::Permanent(
+                FailureCode::MissingFiles,
+                format!(
+                    "no file of {}@{revision} matches allow_patterns {allow_patterns:?}",
+                    repo.as_str()
+                ),
+            ));
         }
         let total: u64 = wanted.iter().filter_map(|w| w.size).sum();
         progress.start(total, wanted.len() as u64);
@@ -399,13 +404,16 @@ fn select_files<'a>(
     let mut builder = GlobSetBuilder::new();
     for pattern in patterns {
         let glob = Glob::new(pattern).map_err(|e| {
-            SourceError::Permanent(format!("allow pattern '{pattern}' is not a glob: {e}"))
+            SourceError::refused(
+                ErrorCode::ValidationError,
+                format!("allow pattern '{pattern}' is not a glob: {e}"),
+            )
         })?;
         builder.add(glob);
     }
-    let set = builder
-        .build()
-        .map_err(|e| SourceError::Permanent(format!("allow patterns: {e}")))?;
+    let set = builder.build().map_err(|e| {
+        SourceError::refused(ErrorCode::ValidationError, format!("allow patterns: {e}"))
+    })?;
     Ok(siblings
         .iter()
         .filter(|s| set.is_match(&s.rfilename))
@@ -434,6 +442,7 @@ fn check_weights(files: &[StagedFile]) -> Result<(), SourceError> {
     let weights: Vec<&StagedFile> = files.iter().filter(|f| has(&[".safetensors"], f)).collect();
     if weights.is_empty() && !files.iter().any(is_checkpoint) {
         return Err(SourceError::Permanent(
+            FailureCode::MissingFiles,
             "the repository has no .safetensors weights among the files fetched \
              (PyTorch .bin weights are fetched only when allow_patterns asks for them)"
                 .into(),
@@ -441,7 +450,7 @@ fn check_weights(files: &[StagedFile]) -> Result<(), SourceError> {
     }
     for file in &weights {
         validate::check_safetensors(&file.staged_at, &file.repo_path)
-            .map_err(|e| SourceError::Permanent(e.0))?;
+            .map_err(|e| SourceError::Permanent(FailureCode::InvalidWeights, e.0))?;
     }
     for file in files {
         if is_checkpoint(file) {
@@ -449,7 +458,7 @@ fn check_weights(files: &[StagedFile]) -> Result<(), SourceError> {
         } else {
             validate::pickle::check_stored_file(&file.staged_at, &file.repo_path)
         }
-        .map_err(|e| SourceError::Permanent(e.0))?;
+        .map_err(|e| SourceError::Permanent(FailureCode::UnsafePickle, e.0))?;
     }
     for index in files
         .iter()
@@ -461,13 +470,16 @@ fn check_weights(files: &[StagedFile]) -> Result<(), SourceError> {
             .map(|(dir, _)| format!("{dir}/"))
             .unwrap_or_default();
         for shard in validate::check_sharded_index(&index.staged_at)
-            .map_err(|e| SourceError::Permanent(e.0))?
+            .map_err(|e| SourceError::Permanent(FailureCode::InvalidWeights, e.0))?
         {
             if !by_path.contains_key(format!("{folder}{shard}").as_str()) {
-                return Err(SourceError::Permanent(format!(
-                    "{} names the shard {shard}, which is not among the files fetched",
-                    index.repo_path
-                )));
+                return Err(SourceError::Permanent(
+                    FailureCode::MissingFiles,
+                    format!(
+                        "{} names the shard {shard}, which is not among the files fetched",
+                        index.repo_path
+                    ),
+                ));
             }
         }
     }

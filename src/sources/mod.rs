@@ -14,44 +14,69 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use reqwest::StatusCode;
 
+use crate::error::{ErrorCode, FailureCode};
 use crate::store::Progress;
 
 /// Why an attempt failed, and whether another attempt can help.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SourceError {
-    /// Worth retrying: connection errors, timeouts, 5xx, 429, size or sha mismatch.
+    /// Worth retrying: connection errors, timeouts, 5xx, 429, a local disk
+    /// error. `UPSTREAM_UNAVAILABLE` once the retries run out.
     #[error("{0}")]
     Transient(String),
-    /// Retrying cannot help: 401/403/404 upstream, no valid weights, bad files.
+    /// Worth retrying: bytes that do not match their sha256 or listed size.
+    /// `CHECKSUM_MISMATCH` once the retries run out.
     #[error("{0}")]
-    Permanent(String),
-    /// The files do not fit in the store's free space: permanent, and
-    /// answered with the code `INSUFFICIENT_STORAGE`.
-    #[error("{0}")]
-    InsufficientStorage(String),
+    Corrupt(String),
+    /// Retrying cannot help; the code says why (upstream 401/403/404, no
+    /// valid weights, an unsafe pickle, missing files, no disk space).
+    #[error("{1}")]
+    Permanent(FailureCode, String),
     /// The task was cancelled while the attempt ran.
     #[error("the task was cancelled")]
     Cancelled,
 }
 
 impl SourceError {
+    /// The task's `error_code` when this error ends it.
+    pub fn code(&self) -> FailureCode {
+        match self {
+            SourceError::Transient(_) => FailureCode::UpstreamUnavailable,
+            SourceError::Corrupt(_) => FailureCode::ChecksumMismatch,
+            SourceError::Permanent(code, _) => *code,
+            SourceError::Cancelled => FailureCode::Cancelled,
+        }
+    }
+
+    /// A permanent error with a code of the error table.
+    pub fn refused(code: ErrorCode, message: impl Into<String>) -> Self {
+        SourceError::Permanent(FailureCode::Table(code), message.into())
+    }
+
     /// Classifies an upstream answer that was not a success. `what` names
     /// the thing asked for, e.g. "file config.json of bert-base-uncased".
     pub fn from_status(status: StatusCode, what: &str, detail: Option<&str>) -> Self {
         let detail = detail.map(|d| format!(" ({d})")).unwrap_or_default();
         match status.as_u16() {
-            401 | 403 => SourceError::Permanent(format!(
-                "access to {what} was refused with HTTP {status}{detail}; it may be private or gated, \
-                 or the token lacks access"
-            )),
-            404 | 410 => SourceError::Permanent(format!("{what} was not found upstream{detail}")),
+            401 | 403 => SourceError::refused(
+                ErrorCode::Unauthorized,
+                format!(
+                    "access to {what} was refused with HTTP {status}{detail}; it may be private or \
+                     gated, or the token lacks access"
+                ),
+            ),
+            404 | 410 => SourceError::refused(
+                ErrorCode::NotFound,
+                format!("{what} was not found upstream{detail}"),
+            ),
             429 => SourceError::Transient(format!("upstream rate-limited the request for {what}")),
             s if s >= 500 => SourceError::Transient(format!(
                 "upstream answered HTTP {status} for {what}{detail}"
             )),
-            _ => SourceError::Permanent(format!(
-                "upstream answered HTTP {status} for {what}{detail}"
-            )),
+            _ => SourceError::refused(
+                ErrorCode::UpstreamError,
+                format!("upstream answered HTTP {status} for {what}{detail}"),
+            ),
         }
     }
 

@@ -297,8 +297,8 @@ impl Store {
         .await
     }
 
-    /// Cancels a PENDING or RUNNING task: CANCELLED, with its epoch bumped so
-    /// that the holder's next write fails. `None` when the task is not in
+    /// Cancels a PENDING or RUNNING task: CANCELLED (`error_code`
+    /// `CANCELLED`), with its epoch bumped so that the holder's next write fails. `None` when the task is not in
     /// flight (finished, or unknown).
     pub async fn cancel_task(&self, id: Uuid) -> Result<Option<UploadTask>, StoreError> {
         self.retrying(|| async {
@@ -308,6 +308,7 @@ impl Store {
                     "BEGIN TRANSACTION;
                      UPDATE type::record('task', $id)
                      SET task_status = 'CANCELLED', lease_epoch += 1, {UNHELD},
+                         error_code = 'CANCELLED', error_msg = 'the task was cancelled by a client',
                          finished_at = time::now(), updated_at = time::now()
                      WHERE task_status IN ['PENDING', 'RUNNING']
                      RETURN AFTER;

@@ -180,6 +180,20 @@ async fn a_corrupt_part_fails_the_attempt_and_the_file_is_fetched_again() {
 }
 
 #[tokio::test]
+async fn bytes_that_never_match_their_sha256_fail_with_checksum_mismatch() {
+    let app = app_with(4, ConfigArgs::default()).await;
+    let repo = model_with_weights("acme/always-corrupt", 100 * 1024);
+    app.hub.add_repo(repo.clone());
+    app.hub.corrupt_every_download();
+    let id = app.upload_hf(&repo.id).await;
+    let failed = app.wait_task(&id).await;
+    assert_eq!(failed["task_status"], "FAILED", "{failed}");
+    assert_eq!(failed["attempts"], 4, "{failed}");
+    assert_eq!(failed["error_code"], "CHECKSUM_MISMATCH", "{failed}");
+    assert!(app.leftover_tmp_files().is_empty());
+}
+
+#[tokio::test]
 async fn the_bandwidth_cap_holds_every_download_of_the_node() {
     const CAP: u64 = 2 << 20;
     let config = ConfigArgs {

@@ -254,14 +254,23 @@ async fn lfs_weights_arrive_as_their_real_bytes() {
 async fn missing_duplicate_and_unsafe_files_fail_at_once() {
     let f = fixture().await;
     let app = app_for(&f.server, None).await;
-    for (repo, needle) in [
-        ("no-tokenizer", "exactly one tokenizer.json; it holds 0"),
-        ("two-configs", "exactly one config.json; it holds 2"),
-        ("unsafe", "os.system"),
+    for (repo, needle, code) in [
+        (
+            "no-tokenizer",
+            "exactly one tokenizer.json; it holds 0",
+            "MISSING_FILES",
+        ),
+        (
+            "two-configs",
+            "exactly one config.json; it holds 2",
+            "MISSING_FILES",
+        ),
+        ("unsafe", "os.system", "UNSAFE_PICKLE"),
     ] {
         let task = upload(&app, json!({"owner": "acme", "repo_name": repo})).await;
         assert_eq!(task["task_status"], "FAILED", "{repo}: {task}");
         assert_eq!(task["attempts"], 1, "{repo}: {task}");
+        assert_eq!(task["error_code"], code, "{repo}: {task}");
         assert!(
             task["error_msg"].as_str().unwrap().contains(needle),
             "{repo}: {task}"
@@ -340,6 +349,7 @@ async fn a_flaky_git_server_is_retried_and_a_refused_token_is_not() {
     let before = f.server.log().len();
     let refused = upload(&app, json!({"owner": "acme", "repo_name": "lfs-bert"})).await;
     assert_eq!(refused["task_status"], "FAILED", "{refused}");
+    assert_eq!(refused["error_code"], "UNAUTHORIZED", "{refused}");
     assert_eq!(
         refused["attempts"], 1,
         "a refused token is not retried: {refused}"

@@ -239,6 +239,7 @@ async fn a_hub_that_keeps_failing_ends_failed_after_four_attempts() {
     let failed = app.wait_task(&id).await;
     assert_eq!(failed["task_status"], "FAILED", "{failed}");
     assert_eq!(failed["attempts"], 4);
+    assert_eq!(failed["error_code"], "UPSTREAM_UNAVAILABLE", "{failed}");
     let message = failed["error_msg"].as_str().unwrap();
     assert!(
         message.contains("503") && message.contains("4 attempts"),
@@ -368,6 +369,7 @@ async fn a_cancelled_download_leaves_no_partial_files() {
     assert_eq!(response.status(), 200);
     let task: Value = response.json().await.unwrap();
     assert_eq!(task["task_status"], "CANCELLED");
+    assert_eq!(task["error_code"], "CANCELLED", "{task}");
     assert!(
         app.leftover_tmp_files().is_empty(),
         "{:?}",
@@ -407,14 +409,20 @@ async fn weights_are_validated() {
     app.hub.add_repo(sharded);
     app.hub.add_repo(broken_shards);
 
-    for (repo, status, needle) in [
-        ("acme/corrupt", "FAILED", "model.safetensors"),
-        ("acme/no-weights", "FAILED", "safetensors"),
-        ("acme/sharded", "DONE", ""),
+    for (repo, status, needle, code) in [
+        (
+            "acme/corrupt",
+            "FAILED",
+            "model.safetensors",
+            "INVALID_WEIGHTS",
+        ),
+        ("acme/no-weights", "FAILED", "safetensors", "MISSING_FILES"),
+        ("acme/sharded", "DONE", "", ""),
         (
             "acme/missing-shard",
             "FAILED",
             "model-00002-of-00002.safetensors",
+            "MISSING_FILES",
         ),
     ] {
         let id = app.upload_hf(repo).await;
@@ -429,6 +437,7 @@ async fn weights_are_validated() {
                 task["error_msg"].as_str().unwrap().contains(needle),
                 "{repo}: {task}"
             );
+            assert_eq!(task["error_code"], code, "{repo}: {task}");
         }
     }
     assert!(app.leftover_tmp_files().is_empty());
@@ -457,10 +466,22 @@ async fn pytorch_weights_come_only_when_asked_for_and_only_after_the_pickle_scan
         app.hub.add_repo(repo);
     }
     let with_bins = json!(["*.json", "*.bin"]);
-    for (repo, patterns, status, needle) in [
-        ("acme/bin-only", Some(&with_bins), "DONE", ""),
-        ("acme/evil-bin", Some(&with_bins), "FAILED", "posix.system"),
-        ("acme/bin-not-asked", None, "FAILED", "allow_patterns"),
+    for (repo, patterns, status, needle, code) in [
+        ("acme/bin-only", Some(&with_bins), "DONE", "", None),
+        (
+            "acme/evil-bin",
+            Some(&with_bins),
+            "FAILED",
+            "posix.system",
+            Some("UNSAFE_PICKLE"),
+        ),
+        (
+            "acme/bin-not-asked",
+            None,
+            "FAILED",
+            "allow_patterns",
+            Some("MISSING_FILES"),
+        ),
     ] {
         let mut body = json!({"model_tag": repo});
         if let Some(patterns) = patterns {
@@ -478,6 +499,7 @@ async fn pytorch_weights_come_only_when_asked_for_and_only_after_the_pickle_scan
                 .contains(needle),
             "{repo}: {task}"
         );
+        assert_eq!(task["error_code"].as_str(), code, "{repo}: {task}");
     }
     assert!(app.leftover_tmp_files().is_empty());
 }

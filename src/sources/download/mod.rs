@@ -30,6 +30,7 @@ use self::sink::{FileSink, SinkTarget};
 use self::space::DiskSpace;
 use self::throttle::Throttle;
 use super::{ProgressSink, SourceError, http_client};
+use crate::error::ErrorCode;
 
 /// How the node downloads: `VECTORIZE_DOWNLOAD_CONNECTIONS`,
 /// `VECTORIZE_PART_BYTES` and `VECTORIZE_MAX_BYTES_PER_SEC`.
@@ -161,7 +162,7 @@ impl Downloader {
         self.inner
             .space
             .admit(needed, what)
-            .map_err(SourceError::InsufficientStorage)
+            .map_err(|m| SourceError::refused(ErrorCode::InsufficientStorage, m))
     }
 
     /// Fetches every file, several at once within the node's connection
@@ -290,7 +291,7 @@ impl Downloader {
 fn discard(file: &FileDownload, why: &str) -> SourceError {
     let _ = std::fs::remove_file(&file.dest);
     Journal::remove(&file.dest);
-    SourceError::Transient(format!("{} {why}; it will be downloaded again", file.what))
+    SourceError::Corrupt(format!("{} {why}; it will be downloaded again", file.what))
 }
 
 /// Size and sha256 of a whole file on disk (blocking); stops early, with

@@ -7,6 +7,7 @@ use reqwest::{StatusCode, Url};
 use tokio_util::sync::CancellationToken;
 
 use super::FileDownload;
+use crate::error::ErrorCode;
 use crate::secret::Secret;
 use crate::sources::SourceError;
 
@@ -39,8 +40,12 @@ pub async fn get(
     range: Option<(u64, u64)>,
     cancel: &CancellationToken,
 ) -> Result<reqwest::Response, SourceError> {
-    let mut url = Url::parse(&file.url)
-        .map_err(|e| SourceError::Permanent(format!("{}: bad URL {}: {e}", file.what, file.url)))?;
+    let mut url = Url::parse(&file.url).map_err(|e| {
+        SourceError::refused(
+            ErrorCode::UpstreamError,
+            format!("{}: bad URL {}: {e}", file.what, file.url),
+        )
+    })?;
     let origin = url.origin();
     for _ in 0..MAX_REDIRECTS {
         let mut request = client.get(url.clone());
@@ -69,13 +74,16 @@ pub async fn get(
                 SourceError::Transient(format!("{}: a redirect without a Location", file.what))
             })?;
         url = url.join(location).map_err(|e| {
-            SourceError::Permanent(format!("{}: bad redirect to {location}: {e}", file.what))
+            SourceError::refused(
+                ErrorCode::UpstreamError,
+                format!("{}: bad redirect to {location}: {e}", file.what),
+            )
         })?;
     }
-    Err(SourceError::Permanent(format!(
-        "{}: more than {MAX_REDIRECTS} redirects",
-        file.what
-    )))
+    Err(SourceError::refused(
+        ErrorCode::UpstreamError,
+        format!("{}: more than {MAX_REDIRECTS} redirects", file.what),
+    ))
 }
 
 /// What an answer to a request for `[start, end)` of a file holds.

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
 use super::names_commit;
+use crate::error::ErrorCode;
 use crate::secret::Secret;
 use crate::sources::{ProgressSink, SourceError};
 
@@ -110,14 +111,15 @@ impl CloneJob {
             return SourceError::Cancelled;
         }
         let message = err.message().to_string();
-        let permanent = message.contains("404")
-            || message.contains("401")
+        let refused = message.contains("401")
             || message.contains("403")
             || message.contains("credentials")
             || err.code() == git2::ErrorCode::Auth;
         let text = format!("cloning {} failed: {message}", self.url);
-        if permanent {
-            SourceError::Permanent(text)
+        if refused {
+            SourceError::refused(ErrorCode::Unauthorized, text)
+        } else if message.contains("404") {
+            SourceError::refused(ErrorCode::NotFound, text)
         } else {
             SourceError::Transient(text)
         }

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::model_folder::{file_name, regular_files};
 use super::{GitHub, GithubRepo, is_commit_sha};
+use crate::error::ErrorCode;
 use crate::sources::download::{FileDownload, header_map};
 use crate::sources::{ProgressSink, SourceError};
 
@@ -71,28 +72,31 @@ impl GitHub {
                 .iter()
                 .find(|o| o.oid == pointer.oid)
                 .ok_or_else(|| {
-                    SourceError::Permanent(format!(
-                        "the LFS server did not answer for {}",
-                        file_name(path)
-                    ))
+                    SourceError::refused(
+                        ErrorCode::UpstreamError,
+                        format!("the LFS server did not answer for {}", file_name(path)),
+                    )
                 })?;
             if let Some(error) = &object.error {
-                return Err(SourceError::Permanent(format!(
-                    "the LFS object of {} is not available ({}: {})",
-                    file_name(path),
-                    error.code,
-                    error.message
-                )));
+                return Err(SourceError::refused(
+                    ErrorCode::UpstreamError,
+                    format!(
+                        "the LFS object of {} is not available ({}: {})",
+                        file_name(path),
+                        error.code,
+                        error.message
+                    ),
+                ));
             }
             let action = object
                 .actions
                 .as_ref()
                 .and_then(|a| a.download.as_ref())
                 .ok_or_else(|| {
-                    SourceError::Permanent(format!(
-                        "the LFS server gave no download for {}",
-                        file_name(path)
-                    ))
+                    SourceError::refused(
+                        ErrorCode::UpstreamError,
+                        format!("the LFS server gave no download for {}", file_name(path)),
+                    )
                 })?;
             downloads.push(FileDownload {
                 url: action.href.clone(),

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::error::FailureCode;
 use crate::sources::{SourceError, download};
 use crate::store::ModelFile;
 use crate::validate;
@@ -58,10 +59,13 @@ pub(super) fn find_model_folder(root: &Path) -> Result<PathBuf, SourceError> {
     let count = |name: &str| found.get(name).map_or(0, Vec::len);
     for required in ["config.json", "tokenizer.json"] {
         if count(required) != 1 {
-            return Err(SourceError::Permanent(format!(
-                "the repository must hold exactly one {required}; it holds {}",
-                count(required)
-            )));
+            return Err(SourceError::Permanent(
+                FailureCode::MissingFiles,
+                format!(
+                    "the repository must hold exactly one {required}; it holds {}",
+                    count(required)
+                ),
+            ));
         }
     }
     let weights = match (count("model.safetensors"), count("pytorch_model.bin")) {
@@ -69,18 +73,21 @@ pub(super) fn find_model_folder(root: &Path) -> Result<PathBuf, SourceError> {
         (0, 1) => &found["pytorch_model.bin"][0],
         (0, 0) => {
             return Err(SourceError::Permanent(
+                FailureCode::MissingFiles,
                 "the repository holds no model.safetensors and no pytorch_model.bin".into(),
             ));
         }
         (0, n) => {
-            return Err(SourceError::Permanent(format!(
-                "the repository must hold exactly one pytorch_model.bin; it holds {n}"
-            )));
+            return Err(SourceError::Permanent(
+                FailureCode::MissingFiles,
+                format!("the repository must hold exactly one pytorch_model.bin; it holds {n}"),
+            ));
         }
         (n, _) => {
-            return Err(SourceError::Permanent(format!(
-                "the repository must hold exactly one model.safetensors; it holds {n}"
-            )));
+            return Err(SourceError::Permanent(
+                FailureCode::MissingFiles,
+                format!("the repository must hold exactly one model.safetensors; it holds {n}"),
+            ));
         }
     };
     Ok(weights.parent().unwrap_or(root).to_path_buf())
@@ -103,16 +110,21 @@ pub(super) async fn stage_folder(
                 Ok(())
             }
         };
-        for (name, check) in [
+        for (name, check, code) in [
             (
                 "model.safetensors",
                 check_safetensors as fn(&Path, &str) -> Result<(), validate::InvalidWeights>,
+                FailureCode::InvalidWeights,
             ),
-            ("pytorch_model.bin", validate::pickle::check_checkpoint),
+            (
+                "pytorch_model.bin",
+                validate::pickle::check_checkpoint,
+                FailureCode::UnsafePickle,
+            ),
         ] {
             let path = source.join(name);
             if path.exists() {
-                check(&path, name).map_err(|e| SourceError::Permanent(e.0))?;
+                check(&path, name).map_err(|e| SourceError::Permanent(code, e.0))?;
             }
         }
         // Every other file is read by content: a pickle under any name is held to the rule.
@@ -122,7 +134,7 @@ pub(super) async fn stage_folder(
             let name = file_name(path);
             if name != "pytorch_model.bin" {
                 validate::pickle::check_stored_file(path, &name)
-                    .map_err(|e| SourceError::Permanent(e.0))?;
+                    .map_err(|e| SourceError::Permanent(FailureCode::UnsafePickle, e.0))?;
             }
         }
         if dest.exists() {

@@ -92,7 +92,8 @@ struct State {
     fail_matching: (usize, u16, String),
     fail_always: Option<u16>,
     cut_after: Option<u64>,
-    corrupt_next: bool,
+    /// LFS bodies still to be sent spoiled.
+    corrupt: usize,
     ignore_range: bool,
     latency: Duration,
     bytes_sent: u64,
@@ -192,7 +193,12 @@ impl FakeHub {
     /// The next LFS body (from the CDN) is sent with one byte changed, as a faulty cache on the
     /// way would: the client only finds out from the sha256.
     pub fn corrupt_next_download(&self) {
-        self.state().corrupt_next = true;
+        self.state().corrupt = 1;
+    }
+
+    /// Every LFS body from now on is spoiled as `corrupt_next_download` spoils one.
+    pub fn corrupt_every_download(&self) {
+        self.state().corrupt = usize::MAX;
     }
 
     /// File bodies ignore `Range` and answer 200 with the whole file, as some servers do.
@@ -224,7 +230,7 @@ impl FakeHub {
         state.fail_matching = (0, 0, String::new());
         state.fail_always = None;
         state.cut_after = None;
-        state.corrupt_next = false;
+        state.corrupt = 0;
         state.ignore_range = false;
         state.latency = Duration::ZERO;
         state.bytes_per_sec = 0;
@@ -618,7 +624,10 @@ fn serve_body(cx: &Ctx, data: Bytes, etag: &str, commit: Option<&str>) -> Respon
         _ => None,
     };
     let from_cdn = commit.is_none();
-    let corrupt = from_cdn && end > start && std::mem::take(&mut state.corrupt_next);
+    let corrupt = from_cdn && end > start && state.corrupt > 0;
+    if corrupt {
+        state.corrupt -= 1;
+    }
     drop(state);
     let mut body = data.slice(start as usize..end as usize);
     if corrupt {
