@@ -55,7 +55,7 @@ pub struct Sibling {
 }
 
 #[derive(Debug, Clone, Object)]
-#[oai(rename = "HubSiblingLfs")]
+#[oai(rename = "HubLfsFile")]
 pub struct SiblingLfs {
     pub size: u64,
     pub sha256: String,
@@ -80,7 +80,7 @@ pub struct TreeEntry {
 }
 
 #[derive(Debug, Clone, Object)]
-#[oai(rename = "HubTreeLfs")]
+#[oai(rename = "HubTreeLfsFile")]
 pub struct TreeLfs {
     /// The sha256 of the file.
     pub oid: String,
