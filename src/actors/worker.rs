@@ -18,6 +18,7 @@ use std::time::Duration;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::Fetchers;
@@ -66,68 +67,81 @@ impl Actor for UploadWorker {
         WorkerMsg::Run: WorkerMsg,
         state: &mut WorkerArgs,
     ) -> Result<(), ActorProcessingErr> {
-        let id = state.task.task_id;
-        let progress = ProgressSink::default();
-        let reporter = tokio::spawn(report_progress(
-            id,
-            progress.clone(),
-            state.registry.clone(),
-        ));
-        let outcome = attempt(state, &progress).await;
-        reporter.abort();
-        let _ = state.registry.cast(RegistryMsg::Progress {
-            id,
-            progress: progress.snapshot(),
-        });
-        match outcome {
-            Ok((model, reservation)) => {
-                let answer = state
-                    .registry
-                    .call(
-                        |reply| RegistryMsg::Completed {
-                            id,
-                            model: Box::new(model.clone()),
-                            reply,
-                        },
-                        Some(Duration::from_secs(30)),
-                    )
-                    .await;
-                // Only a definite "not registered" takes the files away: a
-                // timeout or an error may hide a completion that committed.
-                // A folder that a registered model uses (another revision
-                // name of the commit, or this very upload finished by the
-                // node that took the task over) is theirs: nothing of it goes.
-                if matches!(answer, Ok(CallResult::Success(Ok(false))))
-                    && let Ok(0) = state.fetchers.store.count_models_at(&model.path).await
-                    && reservation.still_held().await
-                {
-                    tracing::info!(task_id = %id, "task ended before its files were registered; removing them");
-                    let files = state.fetchers.files.clone();
-                    let _ = tokio::task::spawn_blocking(move || files.remove_model(&model, false))
-                        .await;
-                }
-                reservation.release().await;
-            }
-            Err(SourceError::Cancelled) => tracing::info!(task_id = %id, "attempt cancelled"),
-            Err(error @ SourceError::Permanent(..)) => {
-                let code = Some(error.code().as_str().to_string());
-                let message = error.to_string();
-                tracing::warn!(task_id = %id, error = %message, "task failed");
-                let files = state.fetchers.files.clone();
-                let _ = tokio::task::spawn_blocking(move || files.remove_task_staging(id)).await;
-                state
-                    .registry
-                    .cast(RegistryMsg::Failed { id, message, code })?;
-            }
-            // The supervisor retries, and reads the code from the error
-            // when the retries run out.
-            Err(error @ (SourceError::Transient(_) | SourceError::Corrupt(_))) => {
-                return Err(Box::new(error));
-            }
-        }
-        myself.stop(None);
-        Ok(())
+        // Every line this attempt logs names its task and node.
+        let span =
+            tracing::info_span!("task", task_id = %state.task.task_id, node = %state.lease.node);
+        run(myself, state).instrument(span).await
     }
+}
+
+/// Runs one attempt and reports its end to the registry (DONE, FAILED) or,
+/// for a transient failure, to the supervisor through the error.
+async fn run(
+    myself: ActorRef<WorkerMsg>,
+    state: &mut WorkerArgs,
+) -> Result<(), ActorProcessingErr> {
+    let id = state.task.task_id;
+    let progress = ProgressSink::default();
+    let reporter = tokio::spawn(report_progress(
+        id,
+        progress.clone(),
+        state.registry.clone(),
+    ));
+    let outcome = attempt(state, &progress).await;
+    reporter.abort();
+    let _ = state.registry.cast(RegistryMsg::Progress {
+        id,
+        progress: progress.snapshot(),
+    });
+    match outcome {
+        Ok((model, reservation)) => {
+            tracing::info!(model_tag = %model.model_tag, "files installed; registering the model");
+            let answer = state
+                .registry
+                .call(
+                    |reply| RegistryMsg::Completed {
+                        id,
+                        model: Box::new(model.clone()),
+                        reply,
+                    },
+                    Some(Duration::from_secs(30)),
+                )
+                .await;
+            // Only a definite "not registered" takes the files away: a
+            // timeout or an error may hide a completion that committed.
+            // A folder that a registered model uses (another revision
+            // name of the commit, or this very upload finished by the
+            // node that took the task over) is theirs: nothing of it goes.
+            if matches!(answer, Ok(CallResult::Success(Ok(false))))
+                && let Ok(0) = state.fetchers.store.count_models_at(&model.path).await
+                && reservation.still_held().await
+            {
+                tracing::info!(task_id = %id, "task ended before its files were registered; removing them");
+                let files = state.fetchers.files.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || files.remove_model(&model, false)).await;
+            }
+            reservation.release().await;
+        }
+        Err(SourceError::Cancelled) => tracing::info!(task_id = %id, "attempt cancelled"),
+        Err(error @ SourceError::Permanent(..)) => {
+            let code = Some(error.code().as_str().to_string());
+            let message = error.to_string();
+            tracing::warn!(task_id = %id, error = %message, "task failed");
+            let files = state.fetchers.files.clone();
+            let _ = tokio::task::spawn_blocking(move || files.remove_task_staging(id)).await;
+            state
+                .registry
+                .cast(RegistryMsg::Failed { id, message, code })?;
+        }
+        // The supervisor retries, and reads the code from the error
+        // when the retries run out.
+        Err(error @ (SourceError::Transient(_) | SourceError::Corrupt(_))) => {
+            return Err(Box::new(error));
+        }
+    }
+    myself.stop(None);
+    Ok(())
 }
 
 /// Sends the progress counters to the registry whenever they moved.

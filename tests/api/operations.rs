@@ -2,7 +2,9 @@
 
 use serde_json::Value;
 
-use crate::helpers::{Options, assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{Options, assert_error, small_model, spawn_app, spawn_app_with};
+use crate::support::fake_hub::FakeHub;
+use crate::support::process::ServiceProcess;
 
 #[tokio::test]
 async fn health_metrics_and_docs_answer() {
@@ -247,6 +249,35 @@ async fn a_method_a_path_does_not_serve_is_405_with_allow() {
             allowed.as_ref().map(|v| v.to_str().unwrap()),
             Some(allow),
             "{method} {path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_log_has_no_colour_codes_and_names_each_tasks_node() {
+    let hub = FakeHub::start().await;
+    hub.add_repo(small_model("acme/logged"));
+    let data = tempfile::tempdir().unwrap();
+    // Its output is a pipe, not a terminal.
+    let service = ServiceProcess::start(data.path(), &hub, &[("RUST_LOG", "info")]).await;
+    let id = service.upload_hf("acme/logged").await;
+    let task = service.wait_task(&id).await;
+    assert_eq!(task["task_status"], "DONE", "{task}");
+    let node = service.get_json("/health").await["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let log = service.output();
+    assert!(!log.contains('\x1b'), "colour codes in a piped log:\n{log}");
+    let attempt_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("registering the model"))
+        .collect();
+    assert!(!attempt_lines.is_empty(), "{log}");
+    for line in attempt_lines {
+        assert!(
+            line.contains(&format!("task_id={id}")) && line.contains(&format!("node={node}")),
+            "{line}"
         );
     }
 }
