@@ -226,8 +226,8 @@ impl SupervisorState {
         exp + Duration::from_millis(jitter)
     }
 
-    /// A worker stopped; what happens next depends on how.
-    /// A worker stopped; `failure` is why and its code, when the attempt failed.
+    /// A worker stopped; what happens next depends on how. `failure` is why
+    /// and its code, when the attempt failed.
     fn worker_exited(&mut self, id: ActorId, failure: Option<(String, FailureCode)>) {
         let Some(running) = self.running.remove(&id) else {
             return;
