@@ -5,11 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{Options, TestApp, assert_error, small_model, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Options, TestApp, assert_error, is_finished, poll_task, small_model, spawn_app, spawn_app_with,
+};
 use crate::support::archives::Archive;
 use crate::support::cutting_proxy::CuttingProxy;
 use crate::support::fake_hub::{FakeHub, HubFile, safetensors_bytes};
@@ -452,24 +455,12 @@ async fn with_an_api_key_the_mirror_takes_it_as_the_clients_token() {
     let task: Value = response.json().await.unwrap();
     let id = task["id"].as_str().unwrap();
     let url = app.at(&format!("/v1/upload/tasks/{id}"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let task: Value = app
-            .client
-            .get(&url)
-            .bearer_auth("s3cret-key")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if task["task_status"] == "DONE" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{task}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let fetch = || async {
+        let answer = app.client.get(&url).bearer_auth("s3cret-key").send().await;
+        answer.unwrap().json::<Value>().await.unwrap()
+    };
+    let task = poll_task(id, Duration::from_secs(30), fetch, is_finished, String::new).await;
+    assert_eq!(task["task_status"], "DONE", "{task}");
 
     let endpoint = app.mirror("huggingface");
     let refused = HfClient::new(&endpoint)
