@@ -8,16 +8,21 @@ use std::time::Duration;
 
 use poem::Server;
 use poem::listener::{Acceptor, Listener, TcpListener};
+use ractor::{Actor, ActorRef};
 use tokio_util::sync::CancellationToken;
 
-use crate::actors::{Actors, Fetchers, RegistryArgs};
+use crate::actors::pruner::{PrunerArgs, PrunerMsg, TaskPruner};
+use crate::actors::{Actors, Fetchers, RegistryArgs, TaskCache};
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::sources::download::Downloader;
 use crate::sources::github::GitHub;
 use crate::sources::huggingface::HfHub;
 use crate::store::Store;
 use crate::store::files::ModelFiles;
+use crate::webhooks::sender::WebhookMsg;
+use crate::webhooks::{WebhookSender, WebhookSenderArgs};
 
 /// How long open connections (event streams) get to finish at shutdown.
 const HTTP_DRAIN: Duration = Duration::from_secs(2);
@@ -31,6 +36,57 @@ pub struct App {
     state: Arc<AppState>,
     stop_accepting: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    helpers: Helpers,
+}
+
+/// The actors beside the upload actors: the pruner of old tasks and the
+/// webhook sender, each when configured.
+struct Helpers {
+    pruner: Option<ActorRef<PrunerMsg>>,
+    webhooks: Option<ActorRef<WebhookMsg>>,
+}
+
+impl Helpers {
+    async fn start(
+        config: &Config,
+        store: &Store,
+        cache: Arc<TaskCache>,
+        metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let pruner = match config.task_retention {
+            Some(retention) => {
+                let args = PrunerArgs {
+                    store: store.clone(),
+                    cache,
+                    retention,
+                };
+                Some(Actor::spawn(None, TaskPruner, args).await?.0)
+            }
+            None => None,
+        };
+        let webhooks = match &config.webhook {
+            Some(settings) => {
+                let args = WebhookSenderArgs {
+                    settings: settings.clone(),
+                    store: store.clone(),
+                    metrics: metrics.clone(),
+                };
+                Some(Actor::spawn(None, WebhookSender, args).await?.0)
+            }
+            None => None,
+        };
+        Ok(Self { pruner, webhooks })
+    }
+
+    /// Stops both; a notice being sent comes due again on any node.
+    fn stop(&self) {
+        if let Some(pruner) = &self.pruner {
+            pruner.stop(None);
+        }
+        if let Some(webhooks) = &self.webhooks {
+            webhooks.stop(None);
+        }
+    }
 }
 
 impl App {
@@ -50,8 +106,11 @@ impl App {
         hold_no_proc_files();
         std::fs::create_dir_all(&config.data_dir)?;
         let files = ModelFiles::new(&config.data_dir, &config.node_id);
+        let metrics = Arc::new(Metrics::default());
+        // With a webhook URL, every terminal write leaves a notice.
+        let store = store.announcing(config.webhook.is_some());
         // One downloader a node: its connections and bandwidth cap are shared.
-        let downloader = Downloader::new(config.download, &config.data_dir);
+        let downloader = Downloader::new(config.download, &config.data_dir, metrics.clone());
         let hub = HfHub::new(
             &config.hf_endpoint,
             config.hf_token.clone(),
@@ -68,6 +127,7 @@ impl App {
             files: files.clone(),
             hub: hub.clone(),
             github: github.clone(),
+            metrics: metrics.clone(),
         });
         let actors = Actors::start(RegistryArgs {
             store: store.clone(),
@@ -81,6 +141,8 @@ impl App {
             retry_base: Duration::from_millis(config.retry_base_ms),
         })
         .await?;
+        let cache = actors.cache.clone();
+        let helpers = Helpers::start(&config, &store, cache, &metrics).await?;
         let acceptor = TcpListener::bind(config.addr).into_acceptor().await?;
         let addr = acceptor
             .local_addr()
@@ -94,6 +156,7 @@ impl App {
             hub,
             github,
             actors,
+            metrics,
         });
         let stop_accepting = CancellationToken::new();
         let server = tokio::spawn({
@@ -111,6 +174,7 @@ impl App {
             state,
             stop_accepting,
             server,
+            helpers,
         })
     }
 
@@ -132,6 +196,7 @@ impl App {
     pub async fn halt(self) {
         self.stop_accepting.cancel();
         self.server.abort();
+        self.helpers.stop();
         self.state.actors.halt().await;
         tracing::info!(node = %self.state.config.node_id, "vectorize halted");
     }
@@ -141,6 +206,7 @@ impl App {
     pub async fn shutdown(self) {
         self.stop_accepting.cancel();
         let _ = tokio::time::timeout(HTTP_DRAIN, self.server).await;
+        self.helpers.stop();
         self.state.actors.shutdown(WORKER_DRAIN).await;
         tracing::info!("vectorize stopped");
     }

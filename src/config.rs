@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
@@ -12,6 +13,7 @@ use serde::Deserialize;
 use crate::secret::Secret;
 use crate::sources::download::DownloadSettings;
 use crate::store::DbOptions;
+use crate::webhooks::WebhookSettings;
 
 /// Settings as given on the command line or in the environment; all optional
 /// so that the TOML file and the defaults can fill the gaps.
@@ -87,6 +89,15 @@ pub struct ConfigArgs {
     /// Log format: text or json.
     #[arg(long, env = "VECTORIZE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Finished tasks are kept this many days (fractions allowed); 0 keeps them forever.
+    #[arg(long, env = "VECTORIZE_TASK_RETENTION_DAYS")]
+    pub task_retention_days: Option<f64>,
+    /// Where task notifications are posted; unset: none. Never logged.
+    #[arg(long, env = "VECTORIZE_WEBHOOK_URL", hide_env_values = true)]
+    pub webhook_url: Option<Secret>,
+    /// Signs each notification with HMAC-SHA256 (`X-Vectorize-Signature`).
+    #[arg(long, env = "VECTORIZE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<Secret>,
 }
 
 /// How log lines are written.
@@ -117,6 +128,10 @@ pub struct Config {
     pub github_server_url: String,
     pub github_token: Option<Secret>,
     pub log_format: LogFormat,
+    /// How long finished tasks are kept; `None` keeps them forever.
+    pub task_retention: Option<Duration>,
+    /// Task notifications; `None` when no URL is set.
+    pub webhook: Option<WebhookSettings>,
 }
 
 impl ConfigArgs {
@@ -153,6 +168,9 @@ impl ConfigArgs {
             github_server_url: self.github_server_url.or(fallback.github_server_url),
             github_token: self.github_token.or(fallback.github_token),
             log_format: self.log_format.or(fallback.log_format),
+            task_retention_days: self.task_retention_days.or(fallback.task_retention_days),
+            webhook_url: self.webhook_url.or(fallback.webhook_url),
+            webhook_secret: self.webhook_secret.or(fallback.webhook_secret),
         }
     }
 
@@ -199,6 +217,15 @@ impl ConfigArgs {
             "part_bytes must be at least 65536"
         );
         let trim = |s: String| s.trim_end_matches('/').to_string();
+        let retry_base_ms = self.retry_base_ms.unwrap_or(1000);
+        let webhook = match non_empty(self.webhook_url) {
+            Some(url) => Some(WebhookSettings {
+                url: checked_webhook_url(url)?,
+                secret: non_empty(self.webhook_secret),
+                retry_base: Duration::from_millis(retry_base_ms),
+            }),
+            None => None,
+        };
         Ok(Config {
             addr: self
                 .addr
@@ -215,7 +242,7 @@ impl ConfigArgs {
             lease_ms,
             max_upload_bytes: self.max_upload_bytes.unwrap_or(50 * 1024 * 1024 * 1024),
             max_concurrent_tasks,
-            retry_base_ms: self.retry_base_ms.unwrap_or(1000),
+            retry_base_ms,
             download,
             api_key: non_empty(self.api_key),
             hf_endpoint: trim(
@@ -233,8 +260,30 @@ impl ConfigArgs {
             ),
             github_token: non_empty(self.github_token),
             log_format: self.log_format.unwrap_or_default(),
+            task_retention: retention(self.task_retention_days.unwrap_or(90.0))?,
+            webhook,
         })
     }
+}
+
+/// The retention of finished tasks: `days` of them, or forever for 0.
+fn retention(days: f64) -> anyhow::Result<Option<Duration>> {
+    anyhow::ensure!(
+        days.is_finite() && days >= 0.0,
+        "task_retention_days must be 0 (keep forever) or a positive number of days"
+    );
+    Ok((days > 0.0).then(|| Duration::from_secs_f64(days * 86_400.0)))
+}
+
+/// The webhook URL, if it is an absolute http(s) URL. The message never
+/// repeats it: such URLs often carry a token.
+fn checked_webhook_url(url: Secret) -> anyhow::Result<Secret> {
+    let parsed = reqwest::Url::parse(url.expose());
+    anyhow::ensure!(
+        parsed.is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host()),
+        "VECTORIZE_WEBHOOK_URL must be an absolute http:// or https:// URL"
+    );
+    Ok(url)
 }
 
 #[cfg(test)]
@@ -256,6 +305,36 @@ mod tests {
         assert_eq!(config.download.part_bytes, 32 << 20);
         assert_eq!(config.download.max_bytes_per_sec, None);
         assert_eq!(config.download.min_free_bytes, 1 << 30);
+        assert_eq!(
+            config.task_retention,
+            Some(Duration::from_secs(90 * 86_400))
+        );
+        assert!(config.webhook.is_none());
+    }
+
+    #[test]
+    fn a_bad_webhook_url_is_refused_without_being_repeated() {
+        for url in [
+            "ftp://hooks.example/t0ken",
+            "/relative/t0ken",
+            "not a url t0ken",
+        ] {
+            let args = ConfigArgs {
+                webhook_url: Some(url.into()),
+                ..Default::default()
+            };
+            let refused = args.resolve().unwrap_err().to_string();
+            assert!(refused.contains("VECTORIZE_WEBHOOK_URL"), "{refused}");
+            assert!(!refused.contains("t0ken"), "{refused}");
+        }
+        let kept = ConfigArgs {
+            task_retention_days: Some(0.0),
+            webhook_url: Some("https://hooks.example/t0ken".into()),
+            ..Default::default()
+        };
+        let config = kept.resolve().unwrap();
+        assert_eq!(config.task_retention, None);
+        assert!(!format!("{config:?}").contains("t0ken"));
     }
 
     #[test]

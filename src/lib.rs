@@ -19,7 +19,9 @@
 //!   them: safetensors headers, pickle opcodes, ZIP directories.
 //! - [`store`]: SurrealDB records (`tasks`, `models`) and the on-disk layout
 //!   of the model store (`files`).
-//! - [`metrics`]: Prometheus counters.
+//! - [`metrics`]: the Prometheus registry each running service owns.
+//! - [`webhooks`]: signed notices of finished tasks, sent from the outbox
+//!   the store writes with each terminal state.
 //! - [`secret`]: the one type every credential is held in; prints `***`.
 //!
 //! The command-line client (`vectorize upload …`, `tasks`, `models`) lives
@@ -35,6 +37,7 @@ pub mod secret;
 pub mod sources;
 pub mod store;
 pub mod validate;
+pub mod webhooks;
 
 pub use app::App;
 pub use config::{Config, ConfigArgs};

@@ -82,7 +82,7 @@ mod tests {
             ..Default::default()
         };
         let config = args.clone().resolve().unwrap();
-        let downloader = Downloader::new(config.download, &config.data_dir);
+        let downloader = Downloader::new(config.download, &config.data_dir, Default::default());
         let hub = HfHub::new(
             &config.hf_endpoint,
             config.hf_token.clone(),

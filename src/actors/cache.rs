@@ -1,12 +1,15 @@
 //! `TaskCache`: a read-only copy of tasks for the status route — the tasks
 //! this node runs, and the most recently finished or read ones (finished
-//! tasks never change, so any node may cache them). Only the
-//! registry writes it, at the moment it changes its own view; HTTP handlers
-//! read it without a round trip through the registry's mailbox, so status
-//! polling scales with the cores rather than with one actor.
+//! tasks never change, so any node may cache them — for `FINISHED_FRESH`
+//! only, since any node may delete them). Only the registry writes it, at
+//! the moment it changes its own view, and a deletion removes what it
+//! deleted; HTTP handlers read it without a round trip through the
+//! registry's mailbox, so status polling scales with the cores rather than
+//! with one actor.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -15,6 +18,11 @@ use crate::store::UploadTask;
 /// Finished tasks kept; older ones are read from the database again.
 const FINISHED_KEPT: usize = 10_000;
 
+/// How long a finished task is answered from the cache: after that it is
+/// read from the database again, so a deletion on another node shows here
+/// within this time.
+const FINISHED_FRESH: Duration = Duration::from_secs(2);
+
 #[derive(Default)]
 pub struct TaskCache {
     inner: RwLock<Inner>,
@@ -22,19 +30,26 @@ pub struct TaskCache {
 
 #[derive(Default)]
 struct Inner {
-    tasks: HashMap<Uuid, UploadTask>,
+    /// Each task with the time it was cached.
+    tasks: HashMap<Uuid, (UploadTask, Instant)>,
     /// Finished tasks in the order they were cached, for eviction.
     finished: VecDeque<Uuid>,
 }
 
 impl TaskCache {
     pub fn get(&self, id: Uuid) -> Option<UploadTask> {
-        self.inner
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .tasks
-            .get(&id)
-            .cloned()
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let (task, cached_at) = inner.tasks.get(&id)?;
+        let stale = task.task_status.is_terminal() && cached_at.elapsed() > FINISHED_FRESH;
+        (!stale).then(|| task.clone())
+    }
+
+    /// Drops tasks that were deleted.
+    pub(crate) fn forget_deleted(&self, ids: &[Uuid]) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            inner.tasks.remove(id);
+        }
     }
 
     /// Drops an unfinished task this node no longer holds: another node may
@@ -44,7 +59,7 @@ impl TaskCache {
         if inner
             .tasks
             .get(&id)
-            .is_some_and(|t| !t.task_status.is_terminal())
+            .is_some_and(|(t, _)| !t.task_status.is_terminal())
         {
             inner.tasks.remove(&id);
         }
@@ -57,8 +72,8 @@ impl TaskCache {
         let was_finished = inner
             .tasks
             .get(&task.task_id)
-            .is_some_and(|t| t.task_status.is_terminal());
-        if was_finished {
+            .is_some_and(|(t, _)| t.task_status.is_terminal());
+        if was_finished && !task.task_status.is_terminal() {
             // A finished task never changes: a late view of it running is stale.
             return;
         }
@@ -68,8 +83,10 @@ impl TaskCache {
             inner.tasks.remove(&task.task_id);
             return;
         }
-        inner.tasks.insert(task.task_id, task.clone());
-        if finished_now {
+        inner
+            .tasks
+            .insert(task.task_id, (task.clone(), Instant::now()));
+        if finished_now && !was_finished {
             inner.finished.push_back(task.task_id);
             while inner.finished.len() > FINISHED_KEPT {
                 if let Some(old) = inner.finished.pop_front() {

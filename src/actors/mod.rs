@@ -1,8 +1,10 @@
 //! The actors that run uploads: `TaskRegistry` (task state, the only
 //! writer), `UploadSupervisor` (queue, concurrency, retries) and one
-//! `UploadWorker` per attempt. `Actors` is the handle the API holds.
+//! `UploadWorker` per attempt; and `TaskPruner`, which deletes finished
+//! tasks past their retention. `Actors` is the handle the API holds.
 
 pub mod cache;
+pub mod pruner;
 pub mod registry;
 pub mod supervisor;
 pub mod worker;
@@ -14,6 +16,7 @@ use ractor::{Actor, ActorRef, RpcReplyPort};
 use tokio::sync::broadcast;
 
 use crate::error::AppError;
+use crate::metrics::Metrics;
 use crate::sources::github::GitHub;
 use crate::sources::huggingface::HfHub;
 use crate::store::files::ModelFiles;
@@ -23,12 +26,13 @@ pub use registry::{RegistryArgs, RegistryMsg, TaskRegistry};
 pub use supervisor::SupervisorMsg;
 
 /// What workers need to do their job: the database, the model store's
-/// layout, and the upstream clients.
+/// layout, the upstream clients, and the node's metrics.
 pub struct Fetchers {
     pub store: Store,
     pub files: ModelFiles,
     pub hub: HfHub,
     pub github: GitHub,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The running actor system, as the API and shutdown see it.

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::supervisor::{CANCEL_ANSWER, SupervisorArgs, SupervisorMsg, UploadSupervisor};
 use super::{Fetchers, TaskCache};
 use crate::error::{AppError, ErrorCode};
+use crate::metrics::Metrics;
 use crate::store::files::ModelFiles;
 use crate::store::tasks::SubmitRefusal;
 use crate::store::{Lease, ModelRecord, Progress, Store, StoreError, TaskFilter, UploadTask};
@@ -110,6 +111,7 @@ pub struct RegistryState {
     supervisor: ActorRef<SupervisorMsg>,
     lease: Duration,
     held: HashMap<Uuid, Held>,
+    metrics: Arc<Metrics>,
 }
 
 /// How often leases are renewed: a third of the lease, and at least once a
@@ -128,6 +130,7 @@ impl RegistryState {
         Publisher {
             cache: self.cache.clone(),
             events: self.events.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -161,12 +164,22 @@ impl RegistryState {
 struct Publisher {
     cache: Arc<TaskCache>,
     events: broadcast::Sender<UploadTask>,
+    metrics: Arc<Metrics>,
 }
 
 impl Publisher {
+    /// Publishes a change; a terminal one, which happens once a task, is
+    /// also timed.
     fn publish(&self, task: &UploadTask) {
         if task.task_status.is_terminal() {
             self.cache.put(task);
+            let took = task
+                .finished_at
+                .map(|end| (end - task.created_at).to_std().unwrap_or_default());
+            if let Some(took) = took {
+                self.metrics
+                    .observe_task(task.source, task.task_status, took);
+            }
         }
         // No subscriber is normal: nobody is watching.
         let _ = self.events.send(task.clone());
@@ -218,6 +231,7 @@ impl Actor for TaskRegistry {
             supervisor,
             lease: args.lease,
             held: HashMap::new(),
+            metrics: args.fetchers.metrics.clone(),
         })
     }
 

@@ -215,15 +215,9 @@ impl SupervisorState {
         Ok(())
     }
 
-    /// The backoff before retry number `attempts` (1 after the first failure):
-    /// base × 2^(attempts-1), plus up to half of it again as jitter.
+    /// The backoff before retry number `attempts` (1 after the first failure).
     fn backoff(&self, attempts: u32) -> Duration {
-        let exp = self
-            .args
-            .retry_base
-            .saturating_mul(1 << attempts.saturating_sub(1).min(16));
-        let jitter = rand::rng().random_range(0..=exp.as_millis() as u64 / 2);
-        exp + Duration::from_millis(jitter)
+        backoff(self.args.retry_base, attempts)
     }
 
     /// A worker stopped; what happens next depends on how. `failure` is why
@@ -262,7 +256,7 @@ impl SupervisorState {
         if task.attempts < MAX_ATTEMPTS {
             let backoff = self.backoff(task.attempts);
             tracing::warn!(task_id = %task.task_id, attempt = task.attempts, ?backoff, error = %cause, "attempt failed; retrying");
-            crate::metrics::RETRIES.inc();
+            self.args.fetchers.metrics.retries.inc();
             let _ = registry.cast(RegistryMsg::RetryLater {
                 id: task.task_id,
                 backoff,
@@ -409,4 +403,13 @@ impl Actor for UploadSupervisor {
         state.answer_drain_when_idle();
         state.claim_ready(&myself).await
     }
+}
+
+/// The pause before try number `attempts + 1`: base × 2^(attempts-1), plus
+/// up to half of it again as jitter, so that retries of many tasks (or
+/// webhook notices) that failed together do not come back together.
+pub(crate) fn backoff(base: Duration, attempts: u32) -> Duration {
+    let exp = base.saturating_mul(1 << attempts.saturating_sub(1).min(16));
+    let jitter = rand::rng().random_range(0..=exp.as_millis() as u64 / 2);
+    exp + Duration::from_millis(jitter)
 }

@@ -82,6 +82,9 @@ pub fn error_response(code: ErrorCode, message: impl Into<String>) -> Response {
 /// The last word on every error poem raises: answers that are already in
 /// the contract's shape pass through; the rest are put into it.
 pub async fn render_error(err: poem::Error) -> Response {
+    if let Some(param) = err.downcast_ref::<poem_openapi::error::ParseParamError>() {
+        return error_response(ErrorCode::ValidationError, parameter_refused(param));
+    }
     let message = err.to_string();
     let status = err.status();
     let response = err.into_response();
@@ -121,6 +124,30 @@ pub async fn render_error(err: poem::Error) -> Response {
             )
         }
     }
+}
+
+/// What a person needs to fix a query or path parameter the API could not
+/// read: what the parameter takes, where one sentence can say it.
+fn parameter_refused(param: &poem_openapi::error::ParseParamError) -> String {
+    let takes = match param.name {
+        "status" => {
+            "a task status in capitals: PENDING, RUNNING, DONE, FAILED or CANCELLED \
+             (a deletion takes only finished ones, DONE, FAILED and CANCELLED, comma-separated: \
+             cancel a task in flight instead)"
+        }
+        "source" => "HUGGINGFACE, GITHUB or LOCAL",
+        "before" => "an RFC 3339 time, e.g. 2026-12-01T00:00:00Z",
+        "limit" => "a whole number from 1 to 1000",
+        "offset" => "a whole number from 0 to 4294967295",
+        "task_id" | "model_id" => "a UUID, as the service answered it",
+        _ => {
+            return format!(
+                "the parameter `{}` is not valid: {}",
+                param.name, param.reason
+            );
+        }
+    };
+    format!("the parameter `{}` takes {takes}", param.name)
 }
 
 /// The error answers one operation documents: a set of the statuses above,

@@ -26,10 +26,11 @@ use poem_openapi::{OpenApiService, Tags};
 use crate::actors::Actors;
 use crate::config::Config;
 use crate::error::AppError;
+use crate::metrics::{Metrics, StoreGauges};
 use crate::sources::github::GitHub;
 use crate::sources::huggingface::HfHub;
 use crate::store::files::ModelFiles;
-use crate::store::{Store, UploadTask};
+use crate::store::{Source, Store, TaskStatus, UploadTask};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -39,6 +40,7 @@ pub struct AppState {
     pub hub: HfHub,
     pub github: GitHub,
     pub actors: Actors,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -131,12 +133,16 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .at("/metrics", get(metrics))
         .with(allow::MethodNotAllowed(allowed))
         .data(state.clone())
-        .around(observe)
+        .around(move |next, req| observe(state.metrics.clone(), next, req))
         .catch_all_error(errors::render_error)
 }
 
 /// Counts every request by route and status, and times it.
-async fn observe<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
+async fn observe<E: Endpoint>(
+    counted: Arc<Metrics>,
+    next: Arc<E>,
+    req: Request,
+) -> poem::Result<Response> {
     let started = Instant::now();
     let result = next.call(req).await.map(IntoResponse::into_response);
     let (route, status) = match &result {
@@ -149,7 +155,7 @@ async fn observe<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Respon
             err.status(),
         ),
     };
-    crate::metrics::observe_request(route.unwrap_or("other"), status.as_u16(), started.elapsed());
+    counted.observe_request(route.unwrap_or("other"), status.as_u16(), started.elapsed());
     result
 }
 
@@ -169,24 +175,30 @@ async fn health(state: poem::web::Data<&Arc<AppState>>) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
-/// Prometheus text format.
+/// Prometheus text format. Every source and status is listed, zeros too.
 #[handler]
 async fn metrics(state: poem::web::Data<&Arc<AppState>>) -> Response {
-    let counts = state
-        .store
-        .count_tasks_by_status()
-        .await
-        .unwrap_or_default();
-    let tasks: Vec<(&str, u64)> = crate::store::TaskStatus::ALL
-        .iter()
-        .map(|s| {
-            (
-                s.as_str(),
-                counts.iter().find(|(c, _)| c == s).map_or(0, |(_, n)| *n),
-            )
+    let counted = state.store.count_tasks().await.unwrap_or_default();
+    let sources = [Source::Huggingface, Source::Github, Source::Local];
+    let tasks = sources
+        .into_iter()
+        .flat_map(|source| TaskStatus::ALL.map(|status| (source, status)))
+        .map(|(source, status)| {
+            let n = counted
+                .iter()
+                .find(|(s, t, _)| (*s, *t) == (source, status))
+                .map_or(0, |(_, _, n)| *n);
+            (source, status, n)
         })
         .collect();
-    crate::metrics::render(&tasks)
+    let pending_webhooks = state.store.count_deliveries().await.unwrap_or_default();
+    let gauges = StoreGauges {
+        tasks,
+        pending_webhooks,
+    };
+    state
+        .metrics
+        .render(&gauges)
         .with_content_type("text/plain; version=0.0.4")
         .into_response()
 }

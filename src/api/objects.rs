@@ -98,6 +98,44 @@ pub struct TaskList {
     pub total: u64,
 }
 
+/// The statuses of a finished task: what `DELETE /v1/upload/tasks` may
+/// name (a task in flight is cancelled, never deleted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FinishedStatus {
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl FinishedStatus {
+    /// All three: what a deletion takes when `status` is not given.
+    pub fn all() -> Vec<FinishedStatus> {
+        vec![
+            FinishedStatus::Done,
+            FinishedStatus::Failed,
+            FinishedStatus::Cancelled,
+        ]
+    }
+}
+
+impl From<FinishedStatus> for TaskStatus {
+    fn from(status: FinishedStatus) -> Self {
+        match status {
+            FinishedStatus::Done => TaskStatus::Done,
+            FinishedStatus::Failed => TaskStatus::Failed,
+            FinishedStatus::Cancelled => TaskStatus::Cancelled,
+        }
+    }
+}
+
+/// The answer of `DELETE /v1/upload/tasks`.
+#[derive(Debug, Clone, Object)]
+pub struct DeletedTasks {
+    /// Finished tasks deleted.
+    pub deleted: u64,
+}
+
 /// A model in the store.
 #[derive(Debug, Clone, Object)]
 pub struct Model {

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use poem_openapi::param::{Path, Query};
@@ -13,11 +14,11 @@ use uuid::Uuid;
 
 use super::auth::ApiKeyAuth;
 use super::errors::{CONFLICT, NOT_FOUND, Refusal};
-use super::objects::{Source, Task, TaskList, TaskStatus};
+use super::objects::{DeletedTasks, FinishedStatus, Source, Task, TaskList, TaskStatus};
 use super::{ApiTags, AppState};
 use crate::actors::{Actors, RegistryMsg};
 use crate::error::{AppError, ErrorCode};
-use crate::store::{TaskFilter, UploadTask};
+use crate::store::{FinishedTasks, TaskFilter, UploadTask};
 
 #[derive(ApiResponse)]
 pub enum TaskFound {
@@ -31,6 +32,13 @@ pub enum TaskPage {
     /// A page of tasks, newest first.
     #[oai(status = 200)]
     Ok(Json<TaskList>),
+}
+
+#[derive(ApiResponse)]
+pub enum TasksDeleted {
+    /// How many finished tasks were deleted.
+    #[oai(status = 200)]
+    Ok(Json<DeletedTasks>),
 }
 
 #[derive(ApiResponse)]
@@ -104,6 +112,42 @@ impl TasksApi {
         Ok(TaskPage::Ok(Json(TaskList {
             items: items.into_iter().map(Into::into).collect(),
             total,
+        })))
+    }
+
+    /// Delete finished tasks
+    ///
+    /// Deletes the DONE, FAILED and CANCELLED tasks that match, finished
+    /// before `before`; their models stay in the store. PENDING and RUNNING
+    /// tasks are never deleted (cancel them first): naming them in
+    /// `status` is 422. Finished tasks are also deleted automatically
+    /// after `VECTORIZE_TASK_RETENTION_DAYS`.
+    #[oai(
+        path = "/v1/upload/tasks",
+        method = "delete",
+        operation_id = "delete_tasks"
+    )]
+    async fn delete_tasks(
+        &self,
+        _auth: ApiKeyAuth,
+        /// Comma-separated statuses to delete; default all three.
+        #[oai(explode = false, default = "FinishedStatus::all")]
+        status: Query<Vec<FinishedStatus>>,
+        /// Only tasks from this source.
+        source: Query<Option<Source>>,
+        /// Only tasks finished before this time (RFC 3339); default now.
+        before: Query<Option<DateTime<Utc>>>,
+    ) -> Result<TasksDeleted, Refusal<0>> {
+        let which = FinishedTasks {
+            statuses: status.0.into_iter().map(TaskStatus::from).collect(),
+            source: source.0,
+            before: before.0.unwrap_or_else(Utc::now),
+        };
+        let deleted =
+            (self.state.store.delete_finished_tasks(&which).await).map_err(AppError::internal)?;
+        self.state.actors.cache.forget_deleted(&deleted);
+        Ok(TasksDeleted::Ok(Json(DeletedTasks {
+            deleted: deleted.len() as u64,
         })))
     }
 

@@ -94,7 +94,7 @@ impl SourceError {
 }
 
 /// The innermost cause of an error, which is usually the readable one.
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     let mut current = err;
     while let Some(next) = current.source() {
         current = next;

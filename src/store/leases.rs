@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{LEASE_LOST, ModelRecord, Progress, Store, StoreError, UploadTask, checked};
+use super::deliveries::ANNOUNCE;
+use super::{LEASE_LOST, ModelRecord, Progress, Query, Store, StoreError, UploadTask, checked};
 
 /// The right of one node to write one running task, at one epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,14 +107,17 @@ impl Store {
     pub async fn fail_interrupted(&self, max_attempts: u32) -> Result<Vec<UploadTask>, StoreError> {
         self.retrying(|| async {
             let response = self
-                .db()
-                .query(format!(
-                    "UPDATE task SET task_status = 'FAILED', error_code = 'INTERRUPTED',
-                         error_msg = $message, {UNHELD},
+                .announcing_query(format!(
+                    "BEGIN TRANSACTION;
+                     LET $finished = (UPDATE task SET task_status = 'FAILED',
+                         error_code = 'INTERRUPTED', error_msg = $message, {UNHELD},
                          finished_at = time::now(), updated_at = time::now()
                      WHERE task_status = 'RUNNING' AND lease_until < time::now()
                          AND attempts >= $max_attempts
-                     RETURN AFTER"
+                     RETURN AFTER);
+                     {ANNOUNCE};
+                     RETURN $finished;
+                     COMMIT TRANSACTION;"
                 ))
                 .bind(("max_attempts", max_attempts as i64))
                 .bind((
@@ -124,7 +128,7 @@ impl Store {
                     ),
                 ))
                 .await?;
-            Ok(checked(response)?.take(0)?)
+            Ok(checked(response)?.take(3)?)
         })
         .await
     }
@@ -232,24 +236,34 @@ impl Store {
         .await
     }
 
-    /// Ends the task as FAILED.
+    /// Ends the task as FAILED, announcing it in the same transaction.
     pub async fn fail_task(
         &self,
         lease: &Lease,
         message: &str,
         code: Option<&str>,
     ) -> Result<Option<UploadTask>, StoreError> {
-        self.fenced_task(
-            lease,
-            &format!(
-                "task_status = 'FAILED', error_msg = $message, error_code = $code, {UNHELD}, \
-                 finished_at = time::now(), updated_at = time::now()"
-            ),
-            |q| {
-                q.bind(("message", message.to_string()))
-                    .bind(("code", code.map(str::to_string)))
-            },
-        )
+        self.retrying(|| async {
+            let response = self
+                .announcing_query(format!(
+                    "BEGIN TRANSACTION;
+                     LET $finished = (UPDATE type::record('task', $id)
+                         SET task_status = 'FAILED', error_msg = $message, error_code = $code,
+                             {UNHELD}, finished_at = time::now(), updated_at = time::now()
+                         WHERE {FENCE} RETURN AFTER);
+                     {ANNOUNCE};
+                     RETURN $finished;
+                     COMMIT TRANSACTION;"
+                ))
+                .bind(("id", lease.task_id.to_string()))
+                .bind(("node", lease.node.clone()))
+                .bind(("epoch", lease.epoch as i64))
+                .bind(("message", message.to_string()))
+                .bind(("code", code.map(str::to_string)))
+                .await?;
+            let mut failed: Vec<UploadTask> = checked(response)?.take(3)?;
+            Ok(failed.pop())
+        })
         .await
     }
 
@@ -273,16 +287,18 @@ impl Store {
                 .db()
                 .query(format!(
                     "BEGIN TRANSACTION;
-                     LET $done = (UPDATE type::record('task', $id)
+                     LET $finished = (UPDATE type::record('task', $id)
                          SET task_status = 'DONE', model_id = $model_id, {UNHELD},
                              progress = $progress,
                              finished_at = time::now(), updated_at = time::now()
                          WHERE {FENCE} RETURN AFTER);
-                     IF array::len($done) = 0 {{ THROW '{LEASE_LOST}' }};
+                     IF array::len($finished) = 0 {{ THROW '{LEASE_LOST}' }};
                      CREATE type::record('model', $model_key) CONTENT $model RETURN NONE;
-                     RETURN $done[0];
+                     {ANNOUNCE};
+                     RETURN $finished[0];
                      COMMIT TRANSACTION;"
                 ))
+                .bind(("outbox", self.announces()))
                 .bind(("id", lease.task_id.to_string()))
                 .bind(("node", lease.node.clone()))
                 .bind(("epoch", lease.epoch as i64))
@@ -291,7 +307,7 @@ impl Store {
                 .bind(("model_key", model.model_id.to_string()))
                 .bind(("model", model.clone()))
                 .await?;
-            let done: Option<UploadTask> = checked(response)?.take(4)?;
+            let done: Option<UploadTask> = checked(response)?.take(5)?;
             done.ok_or_else(|| StoreError::Refused("the completion returned no task".into()))
         })
         .await
@@ -303,21 +319,23 @@ impl Store {
     pub async fn cancel_task(&self, id: Uuid) -> Result<Option<UploadTask>, StoreError> {
         self.retrying(|| async {
             let response = self
-                .db()
-                .query(format!(
+                .announcing_query(format!(
                     "BEGIN TRANSACTION;
-                     UPDATE type::record('task', $id)
-                     SET task_status = 'CANCELLED', lease_epoch += 1, {UNHELD},
-                         error_code = 'CANCELLED', error_msg = 'the task was cancelled by a client',
-                         finished_at = time::now(), updated_at = time::now()
-                     WHERE task_status IN ['PENDING', 'RUNNING']
-                     RETURN AFTER;
+                     LET $finished = (UPDATE type::record('task', $id)
+                         SET task_status = 'CANCELLED', lease_epoch += 1, {UNHELD},
+                             error_code = 'CANCELLED',
+                             error_msg = 'the task was cancelled by a client',
+                             finished_at = time::now(), updated_at = time::now()
+                         WHERE task_status IN ['PENDING', 'RUNNING']
+                         RETURN AFTER);
                      DELETE type::record('queue', $id) RETURN NONE;
+                     {ANNOUNCE};
+                     RETURN $finished;
                      COMMIT TRANSACTION;"
                 ))
                 .bind(("id", id.to_string()))
                 .await?;
-            let mut found: Vec<UploadTask> = checked(response)?.take(1)?;
+            let mut found: Vec<UploadTask> = checked(response)?.take(4)?;
             Ok(found.pop())
         })
         .await
@@ -400,14 +418,12 @@ impl Store {
     }
 }
 
-type Query<'a> = surrealdb::method::Query<'a, surrealdb::engine::any::Any>;
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::{DbOptions, Source, TaskStatus, UploadRequest};
 
-    pub(super) fn task(tag: &str) -> UploadTask {
+    pub(crate) fn task(tag: &str) -> UploadTask {
         let request = UploadRequest {
             repo: "a/b".into(),
             revision: "main".into(),
@@ -416,7 +432,7 @@ mod tests {
         UploadTask::new(Source::Huggingface, tag.into(), request)
     }
 
-    pub(super) async fn store() -> Store {
+    pub(crate) async fn store() -> Store {
         Store::open(&DbOptions::embedded("mem://")).await.unwrap()
     }
 

@@ -8,6 +8,7 @@
 //! conditional update, and model folders are reserved by a record. One
 //! embedded node runs exactly the same queries as a cluster of five.
 
+pub mod deliveries;
 pub mod files;
 pub mod leases;
 pub mod models;
@@ -23,10 +24,13 @@ use surrealdb::opt::auth::{Namespace, Root};
 
 use crate::error::{AppError, ErrorCode};
 use crate::secret::Secret;
+pub use deliveries::Delivery;
 pub use leases::Lease;
 pub use models::{ModelFile, ModelRecord};
 pub use reservations::Reservation;
-pub use tasks::{Progress, Source, TaskFilter, TaskStatus, UploadRequest, UploadTask};
+pub use tasks::{
+    FinishedTasks, Progress, Source, TaskFilter, TaskStatus, UploadRequest, UploadTask,
+};
 
 /// Errors of the database layer.
 #[derive(Debug, thiserror::Error)]
@@ -142,12 +146,15 @@ DEFINE INDEX IF NOT EXISTS task_status ON task FIELDS task_status;
 DEFINE INDEX IF NOT EXISTS task_identity ON task FIELDS source, model_tag;
 DEFINE INDEX IF NOT EXISTS task_inflight ON task FIELDS source, inflight_tag UNIQUE;
 DEFINE INDEX IF NOT EXISTS task_not_before ON task FIELDS not_before;
+DEFINE INDEX IF NOT EXISTS task_finished ON task FIELDS finished_at;
 DEFINE TABLE IF NOT EXISTS model SCHEMALESS;
 DEFINE INDEX IF NOT EXISTS model_identity ON model FIELDS source, model_tag UNIQUE;
 DEFINE INDEX IF NOT EXISTS model_path ON model FIELDS path;
 DEFINE INDEX IF NOT EXISTS model_name ON model FIELDS source, name;
 DEFINE TABLE IF NOT EXISTS reservation SCHEMALESS;
 DEFINE TABLE IF NOT EXISTS queue SCHEMALESS;
+DEFINE TABLE IF NOT EXISTS delivery SCHEMALESS;
+DEFINE INDEX IF NOT EXISTS delivery_due ON delivery FIELDS due_at;
 FOR $waiting IN (SELECT VALUE id FROM task WHERE task_status = "PENDING" AND not_before = NONE) {
     UPSERT type::record('queue', record::id($waiting)) SET task = $waiting RETURN NONE;
 };
@@ -188,6 +195,9 @@ impl DbOptions {
 #[derive(Clone)]
 pub struct Store {
     db: Surreal<Any>,
+    /// Whether a task's terminal write also leaves a webhook notice in the
+    /// outbox (`deliveries`): on when this node has a webhook URL.
+    announce: bool,
 }
 
 /// How many times a write that lost a conflict is tried again.
@@ -232,7 +242,10 @@ impl Store {
         db.use_ns(&options.namespace)
             .use_db(&options.database)
             .await?;
-        let store = Self { db };
+        let store = Self {
+            db,
+            announce: false,
+        };
         store
             .retrying(|| async {
                 store.db.query(SCHEMA).await?.check()?;
@@ -255,6 +268,26 @@ impl Store {
         &self.db
     }
 
+    /// This handle with terminal writes announcing to the webhook outbox
+    /// (`on`) or not.
+    pub fn announcing(mut self, on: bool) -> Self {
+        self.announce = on;
+        self
+    }
+
+    pub(crate) fn announces(&self) -> bool {
+        self.announce
+    }
+
+    /// A query holding `deliveries::ANNOUNCE` for terminal writes that
+    /// register no model: it binds `$outbox` and `$model`.
+    pub(crate) fn announcing_query(&self, sql: String) -> Query<'_> {
+        self.db
+            .query(sql)
+            .bind(("outbox", self.announce))
+            .bind(("model", None::<ModelRecord>))
+    }
+
     /// Runs `write` again while it loses write conflicts to another writer,
     /// with a short random pause that grows with each try.
     pub(crate) async fn retrying<T, F, Fut>(&self, mut write: F) -> Result<T, StoreError>
@@ -275,6 +308,8 @@ impl Store {
         }
     }
 }
+
+pub(crate) type Query<'a> = surrealdb::method::Query<'a, Any>;
 
 /// The outcome of a multi-statement query: the most telling error of any
 /// statement (a `THROW` or an index over the "not executed" of the rest),

@@ -18,6 +18,8 @@ use super::{Store, StoreError, TASK_INFLIGHT_INDEX, checked};
     Copy,
     PartialEq,
     Eq,
+    PartialOrd,
+    Ord,
     Hash,
     SurrealValue,
     poem_openapi::Enum,
@@ -51,6 +53,8 @@ impl Source {
     Copy,
     PartialEq,
     Eq,
+    PartialOrd,
+    Ord,
     Hash,
     SurrealValue,
     poem_openapi::Enum,
@@ -191,6 +195,20 @@ pub struct TaskFilter {
 const FILTER: &str =
     "($status = NONE OR task_status = $status) AND ($source = NONE OR source = $source)";
 
+/// Which finished tasks a deletion removes: those in `statuses` (only
+/// DONE, FAILED and CANCELLED count; a task in flight is never removed),
+/// from `source` when given, finished before `before`.
+#[derive(Debug, Clone)]
+pub struct FinishedTasks {
+    pub statuses: Vec<TaskStatus>,
+    pub source: Option<Source>,
+    pub before: DateTime<Utc>,
+}
+
+/// Finished tasks removed by one transaction, so that a deletion of a
+/// large backlog never holds one huge transaction.
+const DELETE_BATCH: usize = 1000;
+
 /// What stands in the way of a new task.
 #[derive(Debug)]
 pub enum SubmitRefusal {
@@ -310,14 +328,141 @@ impl Store {
         Ok(response.take(0)?)
     }
 
-    /// How many tasks are in each status.
-    pub async fn count_tasks_by_status(&self) -> Result<Vec<(TaskStatus, u64)>, StoreError> {
+    /// Deletes the finished tasks `which` names, in batches, and answers
+    /// their ids. Models are records of their own and stay.
+    pub async fn delete_finished_tasks(
+        &self,
+        which: &FinishedTasks,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let statuses: Vec<TaskStatus> = (which.statuses.iter().copied())
+            .filter(|s| s.is_terminal())
+            .collect();
+        let mut deleted = Vec::new();
+        loop {
+            let batch: Vec<Uuid> = self
+                .retrying(|| async {
+                    let response = self
+                        .db()
+                        .query(
+                            "BEGIN TRANSACTION;
+                             LET $gone = (SELECT id, task_id FROM task
+                                 WHERE finished_at < $before AND task_status IN $statuses
+                                     AND ($source = NONE OR source = $source)
+                                 LIMIT $batch);
+                             DELETE $gone.id RETURN NONE;
+                             RETURN $gone.task_id;
+                             COMMIT TRANSACTION;",
+                        )
+                        .bind(("before", which.before))
+                        .bind(("statuses", statuses.clone()))
+                        .bind(("source", which.source))
+                        .bind(("batch", DELETE_BATCH as i64))
+                        .await?;
+                    Ok(checked(response)?.take(3)?)
+                })
+                .await?;
+            let last = batch.len() < DELETE_BATCH;
+            deleted.extend(batch);
+            if last {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    /// How many tasks there are of each source in each status.
+    pub async fn count_tasks(&self) -> Result<Vec<(Source, TaskStatus, u64)>, StoreError> {
         let mut response = self
             .db()
-            .query("SELECT task_status, count() AS n FROM task GROUP BY task_status")
+            .query(
+                "SELECT source, task_status, count() AS n FROM task GROUP BY source, task_status",
+            )
             .await?;
+        let sources: Vec<Source> = response.take((0, "source"))?;
         let statuses: Vec<TaskStatus> = response.take((0, "task_status"))?;
         let counts: Vec<u64> = response.take((0, "n"))?;
-        Ok(statuses.into_iter().zip(counts).collect())
+        Ok(sources
+            .into_iter()
+            .zip(statuses)
+            .zip(counts)
+            .map(|((source, status), n)| (source, status, n))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::leases::tests::{store, task};
+
+    /// Only finished tasks of the asked statuses, source and age go; a task
+    /// in flight stays whatever the filter says.
+    #[tokio::test]
+    async fn a_deletion_takes_only_finished_tasks_that_match() {
+        let store = store().await;
+        let lease = Duration::from_secs(60);
+        let mut ids = Vec::new();
+        for tag in [
+            "failed@main",
+            "cancelled@main",
+            "running@main",
+            "pending@main",
+        ] {
+            let t = task(tag);
+            ids.push(t.task_id);
+            store.submit_task(&t).await.unwrap().unwrap();
+        }
+        let (_, failed) = store.claim_next("n", lease, 4).await.unwrap().unwrap();
+        store
+            .fail_task(&failed, "boom", None)
+            .await
+            .unwrap()
+            .unwrap();
+        store.cancel_task(ids[1]).await.unwrap().unwrap();
+        store.claim_next("n", lease, 4).await.unwrap().unwrap();
+        let everything = FinishedTasks {
+            statuses: TaskStatus::ALL.to_vec(),
+            source: None,
+            before: Utc::now() + chrono::Duration::seconds(5),
+        };
+        let too_early = FinishedTasks {
+            before: Utc::now() - chrono::Duration::hours(1),
+            ..everything.clone()
+        };
+        assert!(
+            store
+                .delete_finished_tasks(&too_early)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let other_source = FinishedTasks {
+            source: Some(Source::Github),
+            ..everything.clone()
+        };
+        assert!(
+            store
+                .delete_finished_tasks(&other_source)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let only_failed = FinishedTasks {
+            statuses: vec![TaskStatus::Failed],
+            ..everything.clone()
+        };
+        assert_eq!(
+            store.delete_finished_tasks(&only_failed).await.unwrap(),
+            [ids[0]]
+        );
+        assert_eq!(
+            store.delete_finished_tasks(&everything).await.unwrap(),
+            [ids[1]]
+        );
+        for kept in &ids[2..] {
+            assert!(store.get_task(*kept).await.unwrap().is_some());
+        }
+        assert!(store.get_task(ids[0]).await.unwrap().is_none());
     }
 }

@@ -239,6 +239,22 @@ impl TestApp {
             .unwrap()
     }
 
+    /// `DELETE /v1/upload/tasks{query}`: deletes finished tasks.
+    pub async fn delete_tasks(&self, query: &str) -> reqwest::Response {
+        self.client
+            .delete(self.at(&format!("/v1/upload/tasks{query}")))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.at("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
     /// Polls the task until `done(task)` holds, failing after `within`.
     pub async fn wait_for(
         &self,

@@ -12,6 +12,7 @@ mod support {
     pub mod probe_gate;
     pub mod process;
     pub mod surreal_server;
+    pub mod webhook_receiver;
 }
 
 mod cli;
@@ -26,6 +27,8 @@ mod mirror;
 mod models;
 mod operations;
 mod restart;
+mod retention;
 mod security;
 mod store;
 mod tasks;
+mod webhooks;

@@ -6,6 +6,36 @@ use crate::helpers::{Options, assert_error, small_model, spawn_app, spawn_app_wi
 use crate::support::fake_hub::FakeHub;
 use crate::support::process::ServiceProcess;
 
+/// Each service owns its metrics: a download on one shows on its
+/// `/metrics` only, with its task by source and status and its duration.
+#[tokio::test]
+async fn each_service_counts_its_own_metrics() {
+    let hub = FakeHub::start().await;
+    hub.add_repo(small_model("acme/counted"));
+    let busy = spawn_app_with(Options {
+        hub: Some(hub),
+        ..Default::default()
+    })
+    .await;
+    let idle = spawn_app().await;
+    let id = busy.upload_hf("acme/counted").await;
+    busy.wait_task(&id).await;
+    let (busy, idle) = (busy.metrics().await, idle.metrics().await);
+    let done = r#"vectorize_tasks{source="HUGGINGFACE",status="DONE"}"#;
+    assert!(busy.contains(&format!("{done} 1\n")), "{busy}");
+    assert!(idle.contains(&format!("{done} 0\n")), "{idle}");
+    let timed = r#"vectorize_task_duration_seconds_count{source="HUGGINGFACE",status="DONE"} 1"#;
+    assert!(busy.contains(timed), "{busy}");
+    assert!(
+        !busy.contains("vectorize_downloaded_bytes_total 0\n"),
+        "{busy}"
+    );
+    assert!(
+        idle.contains("vectorize_downloaded_bytes_total 0\n"),
+        "{idle}"
+    );
+}
+
 #[tokio::test]
 async fn health_metrics_and_docs_answer() {
     let app = spawn_app().await;
@@ -39,7 +69,7 @@ async fn health_metrics_and_docs_answer() {
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"vectorize_tasks{status="PENDING"} 0"#),
+        metrics.contains(r#"vectorize_tasks{source="HUGGINGFACE",status="PENDING"} 0"#),
         "{metrics}"
     );
     assert!(

@@ -241,7 +241,8 @@ async fn a_cancel_stops_the_hashing_of_a_huge_partial_file() {
         let cancel = CancellationToken::new();
         let fetch = tokio::spawn({
             let cancel = cancel.clone();
-            let downloader = Downloader::new(DownloadSettings::default(), dir.path());
+            let downloader =
+                Downloader::new(DownloadSettings::default(), dir.path(), Default::default());
             async move {
                 downloader
                     .fetch(&file, &ProgressSink::default(), &cancel)

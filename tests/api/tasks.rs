@@ -76,11 +76,11 @@ async fn the_list_filters_and_pages_newest_first() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(r#"vectorize_tasks{status="DONE"} 3"#),
+        metrics.contains(r#"vectorize_tasks{source="HUGGINGFACE",status="DONE"} 3"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"vectorize_tasks{status="RUNNING"} 0"#),
+        metrics.contains(r#"vectorize_tasks{source="HUGGINGFACE",status="RUNNING"} 0"#),
         "{metrics}"
     );
 

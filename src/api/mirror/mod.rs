@@ -111,7 +111,8 @@ async fn dispatch(
                 .get(header::RANGE)
                 .and_then(|v| v.to_str().ok());
             let with_body = req.method() == Method::GET;
-            let sent = send::send(&file, &snapshot.commit, range, with_body).await?;
+            let metrics = state.metrics.clone();
+            let sent = send::send(&file, &snapshot.commit, range, with_body, metrics).await?;
             Ok(sent.into_response())
         }
     }

@@ -4,11 +4,14 @@
 //! memory stays flat whatever the file size; poem gives no `sendfile`, so
 //! each read passes through user space once.
 
+use std::sync::Arc;
+
 use poem::Body;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::answers::{FileAnswer, MirrorError};
 use super::files::HubFile;
+use crate::metrics::Metrics;
 
 /// Bytes read from disk at a time.
 const READ_BYTES: usize = 1 << 20;
@@ -19,6 +22,7 @@ pub async fn send(
     commit: &str,
     range: Option<&str>,
     with_body: bool,
+    served: Arc<Metrics>,
 ) -> Result<FileAnswer, MirrorError> {
     let part = match range.and_then(|r| parse_range(r, file.size).map(|p| (r, p))) {
         Some((range, Err(Unsatisfiable))) => {
@@ -40,9 +44,9 @@ pub async fn send(
         .await
         .map_err(MirrorError::internal)?;
     let stream = tokio_util::io::ReaderStream::with_capacity(opened.take(end - start), READ_BYTES);
-    let counted = futures_util::StreamExt::inspect(stream, |chunk| {
+    let counted = futures_util::StreamExt::inspect(stream, move |chunk| {
         if let Ok(bytes) = chunk {
-            crate::metrics::BYTES_SERVED.add(bytes.len() as u64);
+            served.bytes_served.add(bytes.len() as u64);
         }
     });
     let body = Body::from_bytes_stream(counted);

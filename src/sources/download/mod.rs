@@ -31,6 +31,7 @@ use self::space::DiskSpace;
 use self::throttle::Throttle;
 use super::{ProgressSink, SourceError, http_client};
 use crate::error::ErrorCode;
+use crate::metrics::Metrics;
 
 /// How the node downloads: `VECTORIZE_DOWNLOAD_CONNECTIONS`,
 /// `VECTORIZE_PART_BYTES` and `VECTORIZE_MAX_BYTES_PER_SEC`.
@@ -70,6 +71,7 @@ struct Shared {
     connections: Arc<Semaphore>,
     throttle: Option<Throttle>,
     space: DiskSpace,
+    metrics: Arc<Metrics>,
 }
 
 /// One file to fetch.
@@ -97,7 +99,11 @@ pub struct Downloaded {
 
 impl Downloader {
     /// The downloader of a node whose store lives under `store_root`.
-    pub fn new(settings: DownloadSettings, store_root: &std::path::Path) -> Self {
+    pub fn new(
+        settings: DownloadSettings,
+        store_root: &std::path::Path,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let connections = settings.connections.max(1);
         Self {
             inner: Arc::new(Shared {
@@ -105,6 +111,7 @@ impl Downloader {
                 connections: Arc::new(Semaphore::new(connections)),
                 throttle: settings.max_bytes_per_sec.map(Throttle::new),
                 space: DiskSpace::new(store_root.to_path_buf(), settings.min_free_bytes),
+                metrics,
                 settings: DownloadSettings {
                     connections,
                     part_bytes: settings.part_bytes.max(1),
@@ -220,6 +227,7 @@ impl Downloader {
         // may be gigabytes, is file system work: off the async runtime.
         let opened = tokio::task::spawn_blocking({
             let (dest, progress, cancel) = (file.dest.clone(), progress.clone(), cancel.clone());
+            let metrics = self.inner.metrics.clone();
             move || {
                 if let Some(parent) = dest.parent() {
                     std::fs::create_dir_all(parent)?;
@@ -234,7 +242,7 @@ impl Downloader {
                     size,
                     coverage,
                 };
-                FileSink::start(target, &progress, &cancel).map(|sink| (sink, missing))
+                FileSink::start(target, &progress, &metrics, &cancel).map(|sink| (sink, missing))
             }
         })
         .await

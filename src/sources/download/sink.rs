@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io::IoSlice;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::mpsc as sync_mpsc;
 
 use bytes::Bytes;
@@ -22,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::journal::{Coverage, Journal};
+use crate::metrics::Metrics;
 use crate::sources::ProgressSink;
 
 /// Pieces queued for the writer.
@@ -78,6 +80,7 @@ impl FileSink {
     pub fn start(
         target: SinkTarget<'_>,
         progress: &ProgressSink,
+        metrics: &Arc<Metrics>,
         cancel: &CancellationToken,
     ) -> std::io::Result<FileSink> {
         let SinkTarget {
@@ -122,6 +125,7 @@ impl FileSink {
                 fed: 0,
                 work,
                 progress,
+                metrics: metrics.clone(),
             };
             move || writer.run(received, &cancel)
         });
@@ -173,6 +177,7 @@ struct Writer {
     fed: u64,
     work: sync_mpsc::SyncSender<HashWork>,
     progress: ProgressSink,
+    metrics: Arc<Metrics>,
 }
 
 impl Writer {
@@ -203,7 +208,7 @@ impl Writer {
         write_all_at(&self.file, &piece.chunks, start)?;
         let new = self.coverage.insert(start, end);
         self.progress.add_bytes(new);
-        crate::metrics::BYTES_DOWNLOADED.add(len);
+        self.metrics.bytes_downloaded.add(len);
         if let Some(journal) = &mut self.journal {
             journal.record(start, end)?;
         }

@@ -113,8 +113,11 @@ impl HfClient {
     /// `hf download --quiet {args}`: the local path it printed.
     pub async fn cli(&self, args: &[&str]) -> PathBuf {
         let venv = venv().await;
+        // Run by the venv's python: a venv built by `venv()` was renamed into
+        // place, so the `#!` line of its `hf` script names the build folder.
         let output = self
-            .command(venv.join("bin/hf"))
+            .command(venv.join("bin/python"))
+            .arg(venv.join("bin/hf"))
             .args(["download", "--quiet"])
             .args(args)
             .output()
