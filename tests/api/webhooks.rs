@@ -3,6 +3,7 @@
 //! again with the same `delivery_id` while it fails, after a restart while
 //! it was down, and from exactly one of several nodes.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
@@ -137,6 +138,32 @@ async fn a_failing_receiver_gets_the_same_notice_until_it_answers_2xx() {
     // Delivered: it is not sent again.
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(receiver.notices().len(), 3);
+}
+
+/// A receiver that hangs holds up nothing: while the first notice waits
+/// for its answer, the next upload runs to DONE and its notice is sent
+/// too; once the receiver answers, both are delivered.
+#[tokio::test]
+async fn a_hanging_receiver_holds_up_neither_uploads_nor_other_notices() {
+    let receiver = WebhookReceiver::start().await;
+    receiver.hold();
+    let hub = FakeHub::start().await;
+    hub.add_repo(small_model("acme/first"));
+    hub.add_repo(small_model("acme/second"));
+    let app = spawn_notifying(&receiver, hub).await;
+    let first = app.upload_hf("acme/first").await;
+    app.wait_task(&first).await;
+    receiver.wait_held(1, Duration::from_secs(30)).await;
+    let second = app.upload_hf("acme/second").await;
+    assert_eq!(app.wait_task(&second).await["task_status"], "DONE");
+    receiver.wait_held(2, Duration::from_secs(30)).await;
+    receiver.release();
+    let notices = receiver.wait_for(2, Duration::from_secs(30)).await;
+    // At least once: an attempt held past its 10 s timeout is sent again.
+    let announced: BTreeSet<String> = (notices.iter())
+        .map(|n| n.json()["task"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(announced, BTreeSet::from([first, second]));
 }
 
 /// The receiver is down while a task finishes and the service restarts:

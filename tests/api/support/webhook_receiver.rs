@@ -2,7 +2,8 @@
 //! that records every notice (headers, raw body, arrival time) and answers
 //! 200, or the statuses a test scripts for the next requests. It can stop
 //! listening and start again on the same address, as a receiver that is
-//! down for a while does.
+//! down for a while does, and hold every answer back, as a receiver that
+//! hangs does.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -38,11 +39,15 @@ struct Log {
     notices: Vec<Notice>,
     /// Statuses for the next requests; 200 once empty.
     script: VecDeque<u16>,
+    /// Requests received and not answered yet (held back).
+    waiting: usize,
 }
 
 pub struct WebhookReceiver {
     pub addr: SocketAddr,
     log: Arc<Mutex<Log>>,
+    /// While `true`, requests wait before they are recorded and answered.
+    hold: Arc<tokio::sync::watch::Sender<bool>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -65,6 +70,7 @@ impl WebhookReceiver {
         Self {
             addr,
             log: Default::default(),
+            hold: Arc::new(tokio::sync::watch::channel(false).0),
             server: None,
         }
     }
@@ -75,10 +81,15 @@ impl WebhookReceiver {
 
     /// Starts listening on the receiver's address.
     pub async fn listen(&mut self) {
-        let log = self.log.clone();
+        let (log, hold) = (self.log.clone(), self.hold.clone());
         let endpoint = poem::endpoint::make(move |req: Request| {
-            let log = log.clone();
-            async move { record(&log, req).await }
+            let (log, mut held) = (log.clone(), hold.subscribe());
+            async move {
+                log.lock().unwrap().waiting += 1;
+                let _ = held.wait_for(|hold| !hold).await;
+                log.lock().unwrap().waiting -= 1;
+                record(&log, req).await
+            }
         });
         let listener = TcpListener::bind(self.addr);
         let server = Server::new(listener);
@@ -90,6 +101,27 @@ impl WebhookReceiver {
         while tokio::net::TcpStream::connect(self.addr).await.is_err() {
             assert!(Instant::now() < deadline, "the receiver does not listen");
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Holds every request unanswered until `release`.
+    pub fn hold(&self) {
+        self.hold.send_replace(true);
+    }
+
+    pub fn release(&self) {
+        self.hold.send_replace(false);
+    }
+
+    /// Waits until `n` requests are held unanswered at once, or panics.
+    pub async fn wait_held(&self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.log.lock().unwrap().waiting < n {
+            assert!(
+                Instant::now() < deadline,
+                "{n} requests were never held at once"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
