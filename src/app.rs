@@ -36,17 +36,17 @@ pub struct App {
     state: Arc<AppState>,
     stop_accepting: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-    helpers: Helpers,
+    background: BackgroundActors,
 }
 
 /// The actors beside the upload actors: the pruner of old tasks and the
 /// webhook sender, each when configured.
-struct Helpers {
+struct BackgroundActors {
     pruner: Option<ActorRef<PrunerMsg>>,
     webhooks: Option<ActorRef<WebhookMsg>>,
 }
 
-impl Helpers {
+impl BackgroundActors {
     async fn start(
         config: &Config,
         store: &Store,
@@ -142,7 +142,7 @@ impl App {
         })
         .await?;
         let cache = actors.cache.clone();
-        let helpers = Helpers::start(&config, &store, cache, &metrics).await?;
+        let background = BackgroundActors::start(&config, &store, cache, &metrics).await?;
         let acceptor = TcpListener::bind(config.addr).into_acceptor().await?;
         let addr = acceptor
             .local_addr()
@@ -174,7 +174,7 @@ impl App {
             state,
             stop_accepting,
             server,
-            helpers,
+            background,
         })
     }
 
@@ -196,7 +196,7 @@ impl App {
     pub async fn halt(self) {
         self.stop_accepting.cancel();
         self.server.abort();
-        self.helpers.stop();
+        self.background.stop();
         self.state.actors.halt().await;
         tracing::info!(node = %self.state.config.node_id, "vectorize halted");
     }
@@ -206,7 +206,7 @@ impl App {
     pub async fn shutdown(self) {
         self.stop_accepting.cancel();
         let _ = tokio::time::timeout(HTTP_DRAIN, self.server).await;
-        self.helpers.stop();
+        self.background.stop();
         self.state.actors.shutdown(WORKER_DRAIN).await;
         tracing::info!("vectorize stopped");
     }
