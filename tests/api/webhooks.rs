@@ -14,6 +14,7 @@ use vectorize::{App, ConfigArgs};
 
 use crate::helpers::{Options, TestApp, small_model, spawn_app_with};
 use crate::support::fake_hub::FakeHub;
+use crate::support::process::ServiceProcess;
 use crate::support::webhook_receiver::{Notice, WebhookReceiver, unused_addr};
 
 const SECRET: &str = "webhook-s3cret";
@@ -260,4 +261,43 @@ async fn with_two_nodes_each_notice_is_sent_once() {
     for node in nodes {
         node.shutdown().await;
     }
+}
+
+/// The URL (which may carry a token) and the secret stay out of the log,
+/// at debug level too, through failed attempts, a delivery, and a refused
+/// start.
+#[tokio::test]
+async fn the_webhook_url_and_secret_never_reach_the_log() {
+    let receiver = WebhookReceiver::start().await;
+    receiver.answer_next(&[500]);
+    let hub = FakeHub::start().await;
+    hub.add_repo(small_model("acme/quiet"));
+    let data = tempfile::tempdir().unwrap();
+    let url = format!("{}?token=t0ken-in-the-url", receiver.url());
+    let env = [
+        ("RUST_LOG", "debug"),
+        ("VECTORIZE_WEBHOOK_URL", url.as_str()),
+        ("VECTORIZE_WEBHOOK_SECRET", SECRET),
+    ];
+    let service = ServiceProcess::start(data.path(), &hub, &env).await;
+    let id = service.upload_hf("acme/quiet").await;
+    service.wait_task(&id).await;
+    let notices = receiver.wait_for(2, Duration::from_secs(30)).await;
+    assert_eq!(notices[1].answered, 200);
+    let log = service.output();
+    assert!(log.contains("webhook attempt failed"), "{log}");
+    for secret in ["t0ken-in-the-url", SECRET] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+    let refused = ServiceProcess::start_refused(
+        data.path(),
+        &hub,
+        &[(
+            "VECTORIZE_WEBHOOK_URL",
+            "ftp://hooks.example/t0ken-in-the-url",
+        )],
+    )
+    .await;
+    assert!(refused.contains("VECTORIZE_WEBHOOK_URL"), "{refused}");
+    assert!(!refused.contains("t0ken-in-the-url"), "{refused}");
 }
