@@ -8,6 +8,7 @@
 //! conditional update, and model folders are reserved by a record. One
 //! embedded node runs exactly the same queries as a cluster of five.
 
+pub mod changes;
 pub mod deliveries;
 pub mod files;
 pub mod leases;
