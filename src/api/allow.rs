@@ -1,7 +1,8 @@
 //! 405 answers as RFC 9110 §15.5.6 wants them: with `Allow`, the methods
 //! the path does serve, and the code `METHOD_NOT_ALLOWED`. The methods of
 //! each path are read once from the OpenAPI document (plus the plain
-//! routes outside it); the mirror serves `GET` and `HEAD` everywhere.
+//! routes outside it, the dashboard's among them); the mirror serves `GET`
+//! and `HEAD` everywhere.
 
 use poem::http::StatusCode;
 use poem::http::header::ALLOW;
@@ -15,6 +16,10 @@ const PLAIN_ROUTES: &[(&str, &str)] = &[
     ("/health", "GET"),
     ("/metrics", "GET"),
     ("/openapi.json", "GET"),
+    // The dashboard (`dashboard::PATHS`).
+    ("/", "GET, HEAD"),
+    ("/dashboard/app.js", "GET, HEAD"),
+    ("/dashboard/app.css", "GET, HEAD"),
 ];
 
 /// The keys of an OpenAPI path item that are methods.
@@ -149,6 +154,9 @@ mod tests {
         assert_eq!(allowed.for_path("/v1/models/"), None);
         assert_eq!(allowed.for_path("/v1/models/a/b"), None);
         assert_eq!(allowed.for_path("/health"), Some("GET"));
+        assert_eq!(allowed.for_path("/"), Some("GET, HEAD"));
+        assert_eq!(allowed.for_path("/dashboard/app.js"), Some("GET, HEAD"));
+        assert_eq!(allowed.for_path("/dashboard/x.js"), None);
         assert_eq!(
             allowed.for_path("/mirror/huggingface/acme/bert/resolve/main/a/b.json"),
             Some("GET, HEAD")

@@ -5,6 +5,7 @@ mod helpers;
 mod support {
     pub mod archives;
     pub mod cutting_proxy;
+    pub mod dashboard_browser;
     pub mod fake_hub;
     pub mod git_server;
     pub mod hf_client;
@@ -19,7 +20,9 @@ mod cli;
 mod cluster;
 mod concurrency;
 mod crash;
+mod dashboard;
 mod downloads;
+mod events;
 mod github;
 mod huggingface;
 mod local;
