@@ -148,6 +148,7 @@ DEFINE INDEX IF NOT EXISTS task_identity ON task FIELDS source, model_tag;
 DEFINE INDEX IF NOT EXISTS task_inflight ON task FIELDS source, inflight_tag UNIQUE;
 DEFINE INDEX IF NOT EXISTS task_not_before ON task FIELDS not_before;
 DEFINE INDEX IF NOT EXISTS task_finished ON task FIELDS finished_at;
+DEFINE INDEX IF NOT EXISTS task_updated ON task FIELDS updated_at;
 DEFINE TABLE IF NOT EXISTS model SCHEMALESS;
 DEFINE INDEX IF NOT EXISTS model_identity ON model FIELDS source, model_tag UNIQUE;
 DEFINE INDEX IF NOT EXISTS model_path ON model FIELDS path;
