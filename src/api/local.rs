@@ -71,6 +71,11 @@ pub struct LocalApi {
 impl LocalApi {
     /// Upload models in a ZIP archive
     ///
+    /// The part `file` must be a ZIP archive whose file name ends in `.zip`
+    /// (any case); anything else is 400 `INVALID_FILE`. The schema cannot
+    /// say this (a part's file name and its bytes are beyond its reach),
+    /// so it is said here.
+    ///
     /// Each top-level folder of the archive is one model named after it;
     /// files at the root form one more, named `model_name`. Only `.pt`,
     /// `.pth`, `.bin`, `.model`, `.safetensors` and `.json` entries are

@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 use uuid::Uuid;
 
-use super::strict::StrictString;
+use super::strict::{
+    FileGlob, GitHubOwner, GitHubRepoName, HfRepoIdText, NonEmptyList, Revision, StrictString,
+};
 pub use crate::store::{ModelFile, Source, TaskStatus};
 use crate::store::{ModelRecord, UploadTask};
 
@@ -185,27 +187,40 @@ pub struct ModelList {
 /// `POST /v1/upload/github`.
 #[derive(Debug, Clone, Object)]
 pub struct GitHubUpload {
-    /// The repository's owner, a GitHub login.
+    /// The repository's owner, a GitHub login: 1-39 letters, digits or
+    /// `-`, not starting with `-`.
     #[oai(validator(min_length = 1))]
-    pub owner: StrictString,
-    /// The repository's name.
+    pub owner: StrictString<GitHubOwner>,
+    /// The repository's name: 1-100 letters, digits, `.`, `_` or `-`,
+    /// other than `.` and `..`.
     #[oai(validator(min_length = 1))]
-    pub repo_name: StrictString,
-    /// Branch, tag or commit sha; empty or missing means `main`.
-    pub revision: Option<StrictString>,
-    /// A synonym of `revision`; giving both with different values is an error.
-    pub tag: Option<StrictString>,
+    pub repo_name: StrictString<GitHubRepoName>,
+    /// Branch, tag or commit sha, at most 255 characters: components of
+    /// letters, digits, `_`, `-` and dots joined by `/`, where a component
+    /// does not start or end with a dot, hold `..` or end in `.lock`; empty,
+    /// null or missing means `main`.
+    #[oai(nullable)]
+    pub revision: Option<StrictString<Revision>>,
+    /// A synonym of `revision`; give one of the two, not both.
+    #[oai(nullable)]
+    pub tag: Option<StrictString<Revision>>,
 }
 
 /// `POST /v1/upload/huggingface`.
 #[derive(Debug, Clone, Object)]
 pub struct HuggingFaceUpload {
-    /// A Hugging Face repo id: `name` or `namespace/name`.
+    /// A Hugging Face repo id, `name` or `namespace/name`: each part 1-96
+    /// letters, digits, `_`, `.` or `-`, not starting or ending with `-` or
+    /// `.`, without `--` or `..`.
     #[oai(validator(min_length = 1))]
-    pub model_tag: StrictString,
-    /// Branch, tag or commit; empty or missing means `main`.
-    pub revision: Option<StrictString>,
-    /// Glob patterns of the files to fetch; default
+    pub model_tag: StrictString<HfRepoIdText>,
+    /// Branch, tag or commit, named as for a GitHub upload; empty, null or
+    /// missing means `main`.
+    #[oai(nullable)]
+    pub revision: Option<StrictString<Revision>>,
+    /// Glob patterns of the files to fetch, of letters, digits,
+    /// `_ . - / + @ =` and the wildcards `*` and `?`; null or missing means
     /// `["*.safetensors", "*.json", "*.txt", "*.model"]`.
-    pub allow_patterns: Option<Vec<StrictString>>,
+    #[oai(nullable)]
+    pub allow_patterns: Option<NonEmptyList<StrictString<FileGlob>>>,
 }

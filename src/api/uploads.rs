@@ -1,6 +1,8 @@
-//! `POST /v1/upload/huggingface`: validates the request, answers 409 for a
-//! model that exists or is in flight, checks the repository on the hub,
-//! then registers a PENDING task and answers 201 with its `Location`.
+//! `POST /v1/upload/huggingface` and `POST /v1/upload/github`: validate the
+//! request with the rules the OpenAPI document states (`sources::names`),
+//! answer 409 for a model that exists or is in flight, check the repository
+//! upstream, then register a PENDING task and answer 201 with its
+//! `Location`.
 
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ use crate::error::{AppError, ErrorCode, FailureCode};
 use crate::sources::SourceError;
 use crate::sources::github::GithubRepo;
 use crate::sources::huggingface::HfRepoId;
-use crate::sources::is_valid_revision;
+use crate::sources::{is_valid_revision, names};
 use crate::store::{Source, UploadRequest, UploadTask};
 
 /// What a GitHub upload can refuse with, besides 401, 422 and 500.
@@ -65,22 +67,15 @@ impl UploadsApi {
         body: Json<HuggingFaceUpload>,
     ) -> Result<TaskCreated, HfUploadRefusal> {
         let body = body.0;
-        let repo = HfRepoId::parse(body.model_tag.trim())
+        let repo = HfRepoId::parse(&body.model_tag)
             .map_err(|m| AppError::new(ErrorCode::InvalidModelTag, m))?;
-        let revision = non_empty(body.revision.map(|r| r.0)).unwrap_or_else(|| "main".into());
-        if !is_valid_revision(&revision) {
-            return Err(AppError::new(
-                ErrorCode::InvalidModelTag,
-                format!("'{revision}' is not a branch, tag or commit name"),
-            )
-            .into());
-        }
+        let revision = checked_revision(body.revision.as_deref(), ErrorCode::InvalidModelTag)?;
         let allow_patterns = match body.allow_patterns {
             None => DEFAULT_ALLOW_PATTERNS
                 .iter()
                 .map(|p| p.to_string())
                 .collect(),
-            Some(patterns) => check_patterns(patterns.into_iter().map(|p| p.0).collect())?,
+            Some(patterns) => check_patterns(patterns.0.into_iter().map(|p| p.0).collect())?,
         };
         let model_tag = format!("{}@{revision}", repo.as_str());
         let task = UploadTask::new(
@@ -123,13 +118,7 @@ impl UploadsApi {
         let repo = GithubRepo::parse(&body.owner, &body.repo_name)
             .map_err(|m| AppError::new(ErrorCode::InvalidUrl, m))?;
         let revision = github_revision(&body)?;
-        if !is_valid_revision(&revision) {
-            return Err(AppError::new(
-                ErrorCode::InvalidUrl,
-                format!("'{revision}' is not a valid git branch, tag or commit name"),
-            )
-            .into());
-        }
+        let revision = checked_revision(revision, ErrorCode::InvalidUrl)?;
         let task = UploadTask::new(
             Source::Github,
             format!("{}@{revision}", repo.full_name()),
@@ -179,38 +168,60 @@ impl UploadsApi {
 }
 
 /// The revision a GitHub request names: `revision` or its synonym `tag`.
-fn github_revision(body: &GitHubUpload) -> Result<String, AppError> {
-    let revision = non_empty(body.revision.clone().map(|r| r.0));
-    let tag = non_empty(body.tag.clone().map(|t| t.0));
-    match (revision, tag) {
-        (Some(r), Some(t)) if r != t => Err(AppError::new(
+/// Both at once is refused even when they agree: the document can say
+/// "not both", not "both the same".
+fn github_revision(body: &GitHubUpload) -> Result<Option<&str>, AppError> {
+    match (body.revision.as_deref(), body.tag.as_deref()) {
+        (Some(revision), Some(tag)) => Err(AppError::new(
             ErrorCode::ValidationError,
-            format!("'revision' ({r}) and its synonym 'tag' ({t}) disagree; give one of them"),
+            format!(
+                "'revision' ({revision}) and its synonym 'tag' ({tag}) were both given; give one of them"
+            ),
         )),
-        (r, t) => Ok(r.or(t).unwrap_or_else(|| "main".into())),
+        (revision, tag) => Ok(revision.or(tag)),
     }
 }
 
-fn non_empty(value: Option<String>) -> Option<String> {
-    value
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
+/// The revision as given when it follows `names::REVISION`, `main` when
+/// it is empty or missing; otherwise `refused` with a sentence saying why.
+fn checked_revision(revision: Option<&str>, refused: ErrorCode) -> Result<String, AppError> {
+    match revision.unwrap_or_default() {
+        "" => Ok("main".into()),
+        revision if is_valid_revision(revision) => Ok(revision.into()),
+        revision => Err(AppError::new(
+            refused,
+            format!(
+                "'{revision}' is not a branch, tag or commit name the service takes: use at most \
+                 255 letters, digits, '_', '-', '.' and '/', where no '/'-separated part starts or \
+                 ends with '.', holds '..' or ends in '.lock'"
+            ),
+        )),
+    }
 }
 
+/// The globs as given, when there is at least one and each follows
+/// `names::FILE_GLOB`; 422 otherwise.
 fn check_patterns(patterns: Vec<String>) -> Result<Vec<String>, AppError> {
-    if patterns.is_empty() || patterns.iter().any(|p| p.trim().is_empty()) {
+    if patterns.is_empty() {
         return Err(AppError::new(
             ErrorCode::ValidationError,
-            "allow_patterns must hold at least one non-empty glob pattern, or be left out",
+            "allow_patterns must hold at least one glob pattern, or be left out",
         ));
     }
     for pattern in &patterns {
-        globset::Glob::new(pattern).map_err(|e| {
+        let refused = |why: String| {
             AppError::new(
                 ErrorCode::ValidationError,
-                format!("allow pattern '{pattern}' is not a glob: {e}"),
+                format!("allow pattern '{pattern}' is not a glob the service takes: {why}"),
             )
-        })?;
+        };
+        if !names::FILE_GLOB.accepts(pattern) {
+            return Err(refused(
+                "use letters, digits, '_', '.', '-', '/', '+', '@', '=' and the wildcards '*' and '?'"
+                    .into(),
+            ));
+        }
+        globset::Glob::new(pattern).map_err(|e| refused(e.to_string()))?;
     }
     Ok(patterns)
 }

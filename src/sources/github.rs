@@ -20,7 +20,7 @@ pub use self::lfs::LfsPointer;
 use self::lfs::lfs_pointers;
 use self::model_folder::{find_model_folder, stage_folder};
 use super::download::Downloader;
-use super::{ProgressSink, SourceError};
+use super::{ProgressSink, SourceError, names};
 use crate::error::ErrorCode;
 use crate::secret::Secret;
 use crate::store::{ModelFile, UploadRequest};
@@ -34,25 +34,19 @@ pub struct GithubRepo {
 
 impl GithubRepo {
     /// `owner` is a GitHub login (`[A-Za-z0-9-]`, 1–39, not starting with
-    /// `-`); `name` a repository name (`[A-Za-z0-9._-]`, 1–100, not `.` or `..`).
+    /// `-`); `name` a repository name (`[A-Za-z0-9._-]`, 1–100, not `.` or
+    /// `..`): `names::GITHUB_OWNER` and `names::GITHUB_REPO_NAME`, which the
+    /// OpenAPI document states too.
     pub fn parse(owner: &str, name: &str) -> Result<Self, String> {
-        let owner_ok = (1..=39).contains(&owner.len())
-            && !owner.starts_with('-')
-            && owner.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-        if !owner_ok {
+        if !names::GITHUB_OWNER.accepts(owner) {
             return Err(format!(
                 "'{owner}' is not a GitHub owner: use 1-39 letters, digits or '-', not starting with '-'"
             ));
         }
-        let name_ok = (1..=100).contains(&name.len())
-            && name != "."
-            && name != ".."
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-        if !name_ok {
+        if !names::GITHUB_REPO_NAME.accepts(name) {
             return Err(format!(
-                "'{name}' is not a GitHub repository name: use 1-100 letters, digits, '.', '_' or '-'"
+                "'{name}' is not a GitHub repository name: use 1-100 letters, digits, '.', '_' or '-', \
+                 other than '.' and '..'"
             ));
         }
         Ok(Self {

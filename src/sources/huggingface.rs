@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::download::{Downloader, FileDownload, ScopedToken, error_detail};
-use super::{ProgressSink, SourceError};
+use super::{ProgressSink, SourceError, names};
 use crate::error::{ErrorCode, FailureCode};
 use crate::secret::Secret;
 use crate::store::UploadRequest;
@@ -36,30 +36,19 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 pub struct HfRepoId(String);
 
 impl HfRepoId {
+    /// The id, when `text` follows `names::HF_REPO_ID` as it is (no
+    /// trimming); otherwise a sentence saying the rule.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = text.split('/').collect();
-        if parts.len() > 2 {
+        if text.split('/').count() > 2 {
             return Err(format!(
                 "'{text}' is not a Hugging Face repo id: use 'name' or 'namespace/name'"
             ));
         }
-        for part in &parts {
-            let valid_chars = part
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-            let bad_edge = part.starts_with(['-', '.']) || part.ends_with(['-', '.']);
-            if part.is_empty()
-                || part.len() > 96
-                || !valid_chars
-                || bad_edge
-                || part.contains("--")
-                || part.contains("..")
-            {
-                return Err(format!(
-                    "'{text}' is not a Hugging Face repo id: each part must be 1-96 characters of \
-                     letters, digits, '_', '.' or '-', not start or end with '-' or '.', and not contain '--' or '..'"
-                ));
-            }
+        if !names::HF_REPO_ID.accepts(text) {
+            return Err(format!(
+                "'{text}' is not a Hugging Face repo id: each part must be 1-96 characters of \
+                 letters, digits, '_', '.' or '-', not start or end with '-' or '.', and not contain '--' or '..'"
+            ));
         }
         Ok(Self(text.to_string()))
     }

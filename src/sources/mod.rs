@@ -8,6 +8,7 @@ pub mod download;
 pub mod github;
 pub mod huggingface;
 pub mod local_zip;
+pub mod names;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -151,10 +152,11 @@ impl ProgressSink {
     }
 }
 
-/// Whether `revision` can name a branch, tag or commit in a git repository
-/// (GitHub's, or a Hugging Face repository's): no `..`, spaces, `~^:?*[\`.
+/// Whether `revision` is a branch, tag or commit name the service takes
+/// (`names::REVISION`: dotted components of `[A-Za-z0-9_-]` joined by `/`,
+/// a part of git's ref names; the empty text, which means `main`, too).
 pub fn is_valid_revision(revision: &str) -> bool {
-    git2::Reference::is_valid_name(&format!("refs/heads/{revision}"))
+    names::REVISION.accepts(revision)
 }
 
 /// The HTTP client every source uses: no automatic redirects (the
