@@ -311,3 +311,282 @@ async fn the_log_has_no_colour_codes_and_names_each_tasks_node() {
         );
     }
 }
+
+/// The document served at `/openapi.json`, and the one Swagger UI shows.
+async fn documents(app: &crate::helpers::TestApp) -> (Value, String) {
+    let get = |path: &str| app.client.get(app.at(path)).send();
+    let served: Value = get("/openapi.json").await.unwrap().json().await.unwrap();
+    let page = get("/docs").await.unwrap().text().await.unwrap();
+    (served, page)
+}
+
+/// The operation with this id, wherever its path.
+fn operation<'a>(spec: &'a Value, id: &str) -> &'a Value {
+    spec["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|methods| methods.as_object().unwrap().values())
+        .find(|op| op["operationId"] == id)
+        .unwrap_or_else(|| panic!("no operation {id}"))
+}
+
+/// A 201 of a remote upload links to the task's routes with its `id`, so
+/// clients (and schemathesis' stateful phase) can follow it; Swagger UI
+/// shows the same document.
+#[tokio::test]
+async fn the_uploads_link_their_answer_to_the_tasks_routes() {
+    let app = spawn_app().await;
+    let (spec, page) = documents(&app).await;
+    for upload in ["upload_huggingface", "upload_github"] {
+        let links = &operation(&spec, upload)["responses"]["201"]["links"];
+        let mut names: Vec<&String> = links.as_object().unwrap().keys().collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["cancel_task", "get_task", "task_events"],
+            "{upload}"
+        );
+        for (name, link) in links.as_object().unwrap() {
+            assert_eq!(link["operationId"], name.as_str(), "{upload}: {link}");
+            assert_eq!(
+                link["parameters"],
+                serde_json::json!({"task_id": "$response.body#/id"}),
+                "{upload}: {link}"
+            );
+            // The parameter the link fills is the target's path parameter.
+            let target = operation(&spec, name);
+            assert!(
+                target["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["name"] == "task_id" && p["in"] == "path"),
+                "{name}"
+            );
+        }
+    }
+    // And the answer's `id` is the task the linked routes take.
+    let created = app
+        .post_hf(serde_json::json!({"model_tag": "acme/linked"}))
+        .await;
+    assert_eq!(created.status(), 404, "the fake hub has no acme/linked");
+    app.hub.add_repo(small_model("acme/linked"));
+    let task: Value = app
+        .post_hf(serde_json::json!({"model_tag": "acme/linked"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = task["id"].as_str().unwrap();
+    let followed: Value = app
+        .client
+        .get(app.at(&format!("/v1/upload/tasks/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(followed["id"], id);
+
+    let embedded = page.contains(r#""$response.body#/id""#) && page.contains("contentSchema");
+    assert!(embedded, "Swagger UI does not show the served document");
+}
+
+/// An event stream is documented as its events: each named `task`, whose
+/// data is a task as JSON (poem-openapi alone writes "an array of tasks").
+#[tokio::test]
+async fn the_event_streams_are_documented_as_task_events() {
+    let app = spawn_app().await;
+    let (spec, _) = documents(&app).await;
+    let mut streams = Vec::new();
+    for (path, methods) in spec["paths"].as_object().unwrap() {
+        for op in methods.as_object().unwrap().values() {
+            let Some(stream) = op["responses"]["200"]["content"].get("text/event-stream") else {
+                continue;
+            };
+            let event = &stream["schema"];
+            assert_eq!(event["type"], "object", "{path}: {event}");
+            assert_eq!(
+                event["required"],
+                serde_json::json!(["event", "data"]),
+                "{path}"
+            );
+            assert_eq!(
+                event["properties"]["event"]["enum"],
+                serde_json::json!(["task"]),
+                "{path}"
+            );
+            let data = &event["properties"]["data"];
+            assert_eq!(data["type"], "string", "{path}: {data}");
+            assert_eq!(data["contentMediaType"], "application/json", "{path}");
+            assert_eq!(
+                data["contentSchema"]["$ref"], "#/components/schemas/Task",
+                "{path}"
+            );
+            streams.push(op["operationId"].as_str().unwrap());
+        }
+    }
+    streams.sort();
+    assert_eq!(streams, ["all_task_events", "task_events"]);
+}
+
+/// Each upload field states the rule the service checks: the expressions
+/// and length of `sources::names`, a second expression under `allOf`.
+#[tokio::test]
+async fn the_upload_fields_state_the_rules_the_service_checks() {
+    use vectorize::sources::names::{
+        FILE_GLOB, GITHUB_OWNER, GITHUB_REPO_NAME, HF_REPO_ID, REVISION, TextRule,
+    };
+    let app = spawn_app().await;
+    let (spec, _) = documents(&app).await;
+    let schemas = &spec["components"]["schemas"];
+    let hf = &schemas["HuggingFaceUpload"]["properties"];
+    let github = &schemas["GitHubUpload"]["properties"];
+    let fields: [(&Value, &TextRule); 7] = [
+        (&github["owner"], &GITHUB_OWNER),
+        (&github["repo_name"], &GITHUB_REPO_NAME),
+        (&github["revision"], &REVISION),
+        (&github["tag"], &REVISION),
+        (&hf["model_tag"], &HF_REPO_ID),
+        (&hf["revision"], &REVISION),
+        (&hf["allow_patterns"]["items"], &FILE_GLOB),
+    ];
+    for (field, rule) in fields {
+        let mut stated = vec![field["pattern"].as_str().unwrap()];
+        for also in field["allOf"].as_array().into_iter().flatten() {
+            stated.push(also["pattern"].as_str().unwrap());
+        }
+        assert_eq!(stated, rule.patterns(), "{field}");
+        assert_eq!(
+            field["maxLength"].as_u64(),
+            rule.max_length().map(|n| n as u64),
+            "{field}"
+        );
+    }
+    assert_eq!(hf["allow_patterns"]["minItems"], 1);
+    // Giving both `revision` and `tag` is refused, and the schema says so.
+    assert_eq!(
+        schemas["GitHubUpload"]["not"]["required"],
+        serde_json::json!(["revision", "tag"])
+    );
+}
+
+/// What the documented patterns allow passes the service's checks (it goes
+/// on to ask the upstream: 404 or 502), and what they refuse is refused.
+#[tokio::test]
+async fn the_service_accepts_exactly_what_the_documented_patterns_allow() {
+    let app = spawn_app_with(Options {
+        github_api_url: Some("http://127.0.0.1:9".into()),
+        ..Default::default()
+    })
+    .await;
+    let (spec, _) = documents(&app).await;
+    let schemas = &spec["components"]["schemas"];
+    let matches = |field: &Value, text: &str| {
+        let mut patterns = vec![&field["pattern"]];
+        patterns.extend(
+            field["allOf"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| &a["pattern"]),
+        );
+        patterns.iter().all(|p| {
+            regex::Regex::new(p.as_str().unwrap())
+                .unwrap()
+                .is_match(text)
+        }) && field["maxLength"]
+            .as_u64()
+            .is_none_or(|max| text.chars().count() as u64 <= max)
+    };
+    let long = "n".repeat(96);
+    let hf = &schemas["HuggingFaceUpload"]["properties"];
+    for (field, body) in [
+        (
+            "model_tag",
+            serde_json::json!({"model_tag": "acme/bert-base.v2"}),
+        ),
+        ("model_tag", serde_json::json!({"model_tag": "a-.-b"})),
+        (
+            "model_tag",
+            serde_json::json!({"model_tag": format!("{long}/{long}")}),
+        ),
+        (
+            "model_tag",
+            serde_json::json!({"model_tag": format!("a/{long}n")}),
+        ),
+        ("model_tag", serde_json::json!({"model_tag": " acme/bert"})),
+        ("model_tag", serde_json::json!({"model_tag": "a--b"})),
+        (
+            "revision",
+            serde_json::json!({"model_tag": "a/b", "revision": "refs/pr/1"}),
+        ),
+        (
+            "revision",
+            serde_json::json!({"model_tag": "a/b", "revision": "topic.lock"}),
+        ),
+        (
+            "revision",
+            serde_json::json!({"model_tag": "a/b", "revision": "naïve"}),
+        ),
+        (
+            "revision",
+            serde_json::json!({"model_tag": "a/b", "revision": "main "}),
+        ),
+    ] {
+        let text = body[field].as_str().unwrap();
+        let allowed = matches(&hf[field], text);
+        let status = app.post_hf(body.clone()).await.status().as_u16();
+        assert_eq!(allowed, status != 400, "{body} answered {status}");
+    }
+    for (pattern, allowed) in [
+        ("*.safetensors", true),
+        ("onnx/model?.bin", true),
+        ("*.{a,b}", false),
+    ] {
+        let body = serde_json::json!({"model_tag": "a/b", "allow_patterns": [pattern]});
+        assert_eq!(
+            matches(&hf["allow_patterns"]["items"], pattern),
+            allowed,
+            "{pattern}"
+        );
+        let status = app.post_hf(body).await.status().as_u16();
+        assert_eq!(allowed, status != 422, "{pattern} answered {status}");
+    }
+    let github = &schemas["GitHubUpload"]["properties"];
+    for (field, body) in [
+        (
+            "owner",
+            serde_json::json!({"owner": "a-b", "repo_name": "r"}),
+        ),
+        (
+            "owner",
+            serde_json::json!({"owner": "-ab", "repo_name": "r"}),
+        ),
+        (
+            "repo_name",
+            serde_json::json!({"owner": "o", "repo_name": ".x"}),
+        ),
+        (
+            "repo_name",
+            serde_json::json!({"owner": "o", "repo_name": ".."}),
+        ),
+        (
+            "tag",
+            serde_json::json!({"owner": "o", "repo_name": "r", "tag": "v1.0"}),
+        ),
+        (
+            "tag",
+            serde_json::json!({"owner": "o", "repo_name": "r", "tag": "v1.0."}),
+        ),
+    ] {
+        let text = body[field].as_str().unwrap();
+        let allowed = matches(&github[field], text);
+        let status = app.post_github(body.clone()).await.status().as_u16();
+        assert_eq!(allowed, status != 400, "{body} answered {status}");
+    }
+    let both = serde_json::json!({"owner": "o", "repo_name": "r", "revision": "v1", "tag": "v1"});
+    assert_error(app.post_github(both).await, 422, "VALIDATION_ERROR").await;
+}
