@@ -1,12 +1,16 @@
 //! The HTTP front end: turns requests into registry messages and store
 //! reads, and answers in the shapes of API.md. One `#[OpenApi]` struct per
-//! area (remote uploads, local uploads, tasks, models, the mirror), merged
-//! here with `/health`, `/metrics`, `/docs` and `/openapi.json`. No
-//! business rules beyond input validation.
+//! area (remote uploads, local uploads, tasks, the stream of every task's
+//! events, models, the mirror), merged here with the dashboard (`/`),
+//! `/health`, `/metrics`, `/docs` and `/openapi.json`. No business rules
+//! beyond input validation.
 
 pub mod allow;
 pub mod auth;
+pub mod dashboard;
+pub mod document;
 pub mod errors;
+pub mod events;
 pub mod local;
 pub mod mirror;
 pub mod models;
@@ -87,6 +91,7 @@ pub fn openapi(
         uploads::UploadsApi,
         local::LocalApi,
         tasks::TasksApi,
+        events::EventsApi,
         models::ModelsApi,
         mirror::MirrorApi,
     ),
@@ -101,6 +106,9 @@ pub fn openapi(
                 state: state.clone(),
             },
             tasks::TasksApi {
+                state: state.clone(),
+            },
+            events::EventsApi {
                 state: state.clone(),
             },
             models::ModelsApi { state },
@@ -119,12 +127,16 @@ pub fn openapi(
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     let api = openapi(state.clone());
     let allowed = allow::AllowedMethods::from_spec(&api.spec());
-    let spec = api.spec_endpoint();
-    let docs = api.swagger_ui();
+    // Links, event schemas and the like that poem-openapi cannot write.
+    let document = document::ApiDocument::new(&api);
+    let spec = document.json_endpoint();
+    let docs = document.swagger_ui();
     // The key guards the API endpoint itself: whatever path spelling the
     // router resolves to an API route (or to none) passes through the check.
     let api = api.with(auth::RequireApiKey(state.config.api_key.clone()));
-    Route::new()
+    // The dashboard's page is open, so it answers before the key check.
+    let api = dashboard::in_front_of(api);
+    dashboard::assets(Route::new())
         .nest("/", api)
         .nest("/mirror", mirror::routes(state.config.api_key.clone()))
         .at("/openapi.json", spec)

@@ -131,7 +131,11 @@ impl TasksApi {
         &self,
         _auth: ApiKeyAuth,
         /// Comma-separated statuses to delete; default all three.
-        #[oai(explode = false, default = "FinishedStatus::all")]
+        #[oai(
+            explode = false,
+            default = "FinishedStatus::all",
+            validator(min_items = 1)
+        )]
         status: Query<Vec<FinishedStatus>>,
         /// Only tasks from this source.
         source: Query<Option<Source>>,

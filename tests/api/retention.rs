@@ -33,6 +33,7 @@ async fn deleting_finished_tasks_keeps_their_models_and_refuses_tasks_in_flight(
         ("?status=RUNNING", "cancel a task in flight"),
         ("?status=DONE,PENDING", "DONE, FAILED and CANCELLED"),
         ("?status=done", "in capitals"),
+        ("?status=", "DONE, FAILED and CANCELLED"),
         ("?before=yesterday", "RFC 3339"),
     ];
     for (asked, hint) in refusals {
