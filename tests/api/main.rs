@@ -13,6 +13,7 @@ mod support {
     pub mod probe_gate;
     pub mod process;
     pub mod surreal_server;
+    pub mod venv;
     pub mod webhook_receiver;
 }
 

@@ -1,7 +1,6 @@
 //! A real browser for the dashboard test: Debian's `chromium` and
 //! `chromium-driver`, driven by Python's `selenium` (pinned, in a cached
-//! venv under `~/.cache`, built on first use from the package registry
-//! into a temporary folder that is renamed into place). When Chromium or
+//! venv: `support::venv`). When Chromium or
 //! its driver is missing, a root test run installs them with apt-get (as
 //! `.ci/interop.sh` does); any other user gets a message that says what to
 //! install. `dashboard_check.py` does the clicking; this file only gets
@@ -61,37 +60,7 @@ async fn browser() {
 /// The venv with selenium, built if missing.
 async fn venv() -> &'static Path {
     VENV_READY
-        .get_or_init(|| async {
-            let home = std::env::var_os("HOME").expect("HOME is set");
-            let venv = PathBuf::from(home).join(".cache").join(VENV);
-            let ready = Command::new(venv.join("bin/python"))
-                .args(["-c", "import selenium"])
-                .status()
-                .await
-                .is_ok_and(|s| s.success());
-            if ready {
-                return venv;
-            }
-            let building = venv.with_extension(format!("building-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&building);
-            let made = Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&building)
-                .status()
-                .await;
-            assert!(made.is_ok_and(|s| s.success()), "python3 -m venv failed");
-            let installed = Command::new(building.join("bin/pip"))
-                .args(["install", "-q", SELENIUM])
-                .status()
-                .await;
-            assert!(
-                installed.is_ok_and(|s| s.success()),
-                "pip install {SELENIUM} failed"
-            );
-            let _ = std::fs::remove_dir_all(&venv);
-            std::fs::rename(&building, &venv).unwrap();
-            venv
-        })
+        .get_or_init(|| super::venv::pinned(VENV, &[SELENIUM], "import selenium"))
         .await
 }
 

@@ -1,9 +1,8 @@
 //! The real Hugging Face client, `huggingface_hub` (pinned, in the same
 //! cached venv `.ci/interop.sh` uses), run as a child process against an
 //! endpoint: `hf_pull.py` for the Python API, the venv's `hf` for the
-//! command line. The venv is built on first use when missing (pip from the
-//! package registry), once per test process, into a temporary folder that
-//! is renamed into place, so a half-built venv is never used.
+//! command line. The venv is built on first use when missing
+//! (`support::venv`), once per test process.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -26,41 +25,10 @@ static READY: OnceCell<PathBuf> = OnceCell::const_new();
 /// The venv, built if missing.
 async fn venv() -> &'static Path {
     READY
-        .get_or_init(|| async {
-            let home = std::env::var_os("HOME").expect("HOME is set");
-            let venv = PathBuf::from(home).join(".cache").join(VENV);
-            if run_ok(
-                Command::new(venv.join("bin/python"))
-                    .args(["-c", "import huggingface_hub, safetensors, numpy"]),
-            )
-            .await
-            {
-                return venv;
-            }
-            let building = venv.with_extension(format!("building-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&building);
-            assert!(
-                run_ok(Command::new("python3").arg("-m").arg("venv").arg(&building)).await,
-                "python3 -m venv failed"
-            );
-            assert!(
-                run_ok(
-                    Command::new(building.join("bin/pip"))
-                        .args(["install", "-q"])
-                        .args(PINS)
-                )
-                .await,
-                "pip install {PINS:?} failed"
-            );
-            let _ = std::fs::remove_dir_all(&venv);
-            std::fs::rename(&building, &venv).unwrap();
-            venv
+        .get_or_init(|| {
+            super::venv::pinned(VENV, &PINS, "import huggingface_hub, safetensors, numpy")
         })
         .await
-}
-
-async fn run_ok(command: &mut Command) -> bool {
-    command.status().await.is_ok_and(|s| s.success())
 }
 
 /// One client machine: an empty cache of its own, pointed at `endpoint`.
@@ -113,8 +81,7 @@ impl HfClient {
     /// `hf download --quiet {args}`: the local path it printed.
     pub async fn cli(&self, args: &[&str]) -> PathBuf {
         let venv = venv().await;
-        // Run by the venv's python: a venv built by `venv()` was renamed into
-        // place, so the `#!` line of its `hf` script names the build folder.
+        // Run by the venv's python (see `support::venv`).
         let output = self
             .command(venv.join("bin/python"))
             .arg(venv.join("bin/hf"))
