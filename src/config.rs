@@ -269,8 +269,8 @@ impl ConfigArgs {
 /// The retention of finished tasks: `days` of them, or forever for 0.
 fn retention(days: f64) -> anyhow::Result<Option<Duration>> {
     anyhow::ensure!(
-        days.is_finite() && days >= 0.0,
-        "task_retention_days must be 0 (keep forever) or a positive number of days"
+        (0.0..=36_500.0).contains(&days),
+        "task_retention_days must be 0 (keep forever) or a number of days up to 36500 (100 years)"
     );
     Ok((days > 0.0).then(|| Duration::from_secs_f64(days * 86_400.0)))
 }
@@ -334,6 +334,13 @@ mod tests {
         };
         let config = kept.resolve().unwrap();
         assert_eq!(config.task_retention, None);
+        for days in [-1.0, f64::NAN, 1e300] {
+            let args = ConfigArgs {
+                task_retention_days: Some(days),
+                ..Default::default()
+            };
+            assert!(args.resolve().is_err(), "{days} days");
+        }
         assert!(!format!("{config:?}").contains("t0ken"));
     }
 

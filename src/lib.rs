@@ -8,17 +8,19 @@
 //! - [`error`]: the one table of error codes and their HTTP statuses.
 //! - [`app`]: assembles and stops the service; `main` and the tests use it.
 //! - [`api`]: the poem-openapi front end; turns HTTP into registry messages,
-//!   and serves the store back to Hugging Face clients (`api::mirror`).
+//!   serves the store back to Hugging Face clients (`api::mirror`) and the
+//!   dashboard page (`api::dashboard`), and streams every task's events.
 //! - [`actors`]: `TaskRegistry` (task state), `UploadSupervisor` (queue,
-//!   concurrency, retries), `UploadWorker` (one attempt of one task).
+//!   concurrency, retries), `UploadWorker` (one attempt of one task),
+//!   `TaskPruner` (finished tasks past their retention).
 //! - [`sources`]: the work of one attempt or upload: Hugging Face, GitHub
 //!   (clone and Git LFS), local ZIP archives, and the download engine they
 //!   share (ranged parts, resume, bandwidth cap, disk admission); knows
 //!   nothing of actors or routes.
 //! - [`validate`]: reads weights and archives without trusting or executing
 //!   them: safetensors headers, pickle opcodes, ZIP directories.
-//! - [`store`]: SurrealDB records (`tasks`, `models`) and the on-disk layout
-//!   of the model store (`files`).
+//! - [`store`]: SurrealDB records (`tasks`, `models`, the webhook outbox)
+//!   and the on-disk layout of the model store (`files`).
 //! - [`metrics`]: the Prometheus registry each running service owns.
 //! - [`webhooks`]: signed notices of finished tasks, sent from the outbox
 //!   the store writes with each terminal state.

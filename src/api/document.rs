@@ -60,7 +60,12 @@ impl ApiDocument {
         exclude_tag_beside_revision(&mut document);
         let json = serde_json::to_string_pretty(&document).expect("a JSON value serializes");
         // The page embeds the document it shows; it gets this one instead.
-        let swagger_ui = api.swagger_ui_html().replacen(&generated, &json, 1);
+        let page = api.swagger_ui_html();
+        assert!(
+            page.contains(&generated),
+            "poem-openapi's Swagger UI page no longer embeds the document as written"
+        );
+        let swagger_ui = page.replacen(&generated, &json, 1);
         Self { json, swagger_ui }
     }
 

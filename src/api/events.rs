@@ -190,7 +190,7 @@ impl Outbox {
     fn offer(&mut self, task: UploadTask, now: Instant) {
         let id = task.task_id;
         let latest = self.held.get(&id).or(self.sent.get(&id).map(|(t, _)| t));
-        if latest.is_some_and(|latest| *latest == task || is_older(&task, latest)) {
+        if latest.is_some_and(|latest| *latest == task || task.is_older_than(latest)) {
             return;
         }
         if let Some((last, at)) = self.sent.get(&id)
@@ -233,13 +233,6 @@ impl Outbox {
         self.sent.insert(task.task_id, (task.clone(), now));
         self.ready.push_back(task);
     }
-}
-
-/// Whether `seen` is an older state than `last`: a read of the database
-/// may trail a change this node broadcast, and a finished task never runs again.
-fn is_older(seen: &UploadTask, last: &UploadTask) -> bool {
-    seen.updated_at < last.updated_at
-        || (last.task_status.is_terminal() && !seen.task_status.is_terminal())
 }
 
 /// Whether only the progress differs: same status, attempt and node.

@@ -187,11 +187,12 @@ async fn health(state: poem::web::Data<&Arc<AppState>>) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
-/// Prometheus text format. Every source and status is listed, zeros too.
+/// Prometheus text format. Every remote source and status is listed, zeros too.
 #[handler]
 async fn metrics(state: poem::web::Data<&Arc<AppState>>) -> Response {
     let counted = state.store.count_tasks().await.unwrap_or_default();
-    let sources = [Source::Huggingface, Source::Github, Source::Local];
+    // Local uploads are stored at once and make no task.
+    let sources = [Source::Huggingface, Source::Github];
     let tasks = sources
         .into_iter()
         .flat_map(|source| TaskStatus::ALL.map(|status| (source, status)))

@@ -1,5 +1,8 @@
-//! The task routes: status, list, cancel, and the event stream. They ask
-//! the registry, which merges the live progress of running tasks.
+//! The task routes: status, list, cancel, one task's event stream, and the
+//! deletion of finished tasks. Reads and cancels ask the registry, which
+//! merges the live progress of running tasks; a deletion goes to the store
+//! directly (finished tasks are no longer the registry's business) and
+//! drops what it deleted from the task cache.
 
 use std::sync::Arc;
 
@@ -259,20 +262,13 @@ fn task_changes(
                         },
                         _ = poll.tick() => find_task(&actors, id).await.ok()?,
                     };
-                    if last.as_ref() != Some(&seen) && !is_older(&seen, last.as_ref()) {
+                    if last.as_ref() != Some(&seen)
+                        && !last.as_ref().is_some_and(|last| seen.is_older_than(last))
+                    {
                         return Some((seen.clone(), (None, Some(seen), changes, poll)));
                     }
                 }
             }
         },
     )
-}
-
-/// Whether `seen` is an older state than the one sent last (a poll may
-/// read the database just before a change this node broadcast).
-fn is_older(seen: &UploadTask, last: Option<&UploadTask>) -> bool {
-    last.is_some_and(|last| {
-        seen.updated_at < last.updated_at
-            || (last.task_status.is_terminal() && !seen.task_status.is_terminal())
-    })
 }

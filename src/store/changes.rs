@@ -11,6 +11,10 @@ use chrono::{DateTime, Utc};
 use super::tasks::TASK_COLUMNS;
 use super::{Store, StoreError, TaskStatus, UploadTask};
 
+/// The most tasks in flight one watcher reads when it starts, so that a
+/// queue of many thousands costs each new watcher a bounded read.
+pub const IN_FLIGHT_READ: usize = 1000;
+
 /// Tasks as read, and the database's clock when they were read.
 pub struct TasksAt {
     pub tasks: Vec<UploadTask>,
@@ -18,16 +22,18 @@ pub struct TasksAt {
 }
 
 impl Store {
-    /// Every PENDING or RUNNING task, oldest first.
+    /// The PENDING and RUNNING tasks, oldest first, at most
+    /// `IN_FLIGHT_READ` of them (a watcher sees the rest when they change).
     pub async fn tasks_in_flight(&self) -> Result<TasksAt, StoreError> {
         let mut response = self
             .db()
             .query(format!(
                 "SELECT {TASK_COLUMNS} FROM task WHERE task_status IN $unfinished
-                     ORDER BY created_at;
+                     ORDER BY created_at LIMIT $limit;
                  RETURN time::now();"
             ))
             .bind(("unfinished", vec![TaskStatus::Pending, TaskStatus::Running]))
+            .bind(("limit", IN_FLIGHT_READ as i64))
             .await?;
         tasks_at(&mut response)
     }

@@ -175,10 +175,11 @@ mod tests {
         assert_eq!(store.count_deliveries().await.unwrap(), 2);
     }
 
-    /// A claimed notice is hidden until its hold passes or it fails; a
-    /// delivered one is gone; a second claimer never gets the same one.
+    /// A claimed notice is hidden from the next claim until it fails (or
+    /// its hold passes); a delivered one is gone. (Two nodes claiming at
+    /// once: `webhooks::with_two_nodes_each_notice_is_sent_once`.)
     #[tokio::test]
-    async fn a_notice_is_claimed_by_one_sender_until_it_fails_or_is_delivered() {
+    async fn a_claimed_notice_is_hidden_until_it_fails_and_gone_once_delivered() {
         let store = store().await.announcing(true);
         store.submit_task(&task("a@main")).await.unwrap().unwrap();
         let (_, lease) = store.claim_next("n", LEASE, 4).await.unwrap().unwrap();

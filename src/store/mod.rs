@@ -1,6 +1,7 @@
 //! The store: the only code that speaks SurrealQL (`tasks`, `leases`,
-//! `reservations`, `models`) or knows the on-disk layout of the model store
-//! (`files`). Queries always bind their parameters; user input is never
+//! `reservations`, `models`, `deliveries` — the webhook outbox — and
+//! `changes`, what watchers of every task read) or knows the on-disk
+//! layout of the model store (`files`). Queries always bind their parameters; user input is never
 //! formatted into a query.
 //!
 //! Everything two nodes could share is decided here, by the database: the

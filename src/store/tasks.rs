@@ -157,6 +157,22 @@ pub struct UploadTask {
 }
 
 impl UploadTask {
+    /// Whether this is an older state of the task than `other`: a read of
+    /// the database may trail a change a node broadcast. An end is never
+    /// older than a state in flight, whatever the clocks say (progress
+    /// carries the clock of the node that saw it, an end the database's),
+    /// and a finished task never runs again.
+    pub fn is_older_than(&self, other: &UploadTask) -> bool {
+        match (
+            self.task_status.is_terminal(),
+            other.task_status.is_terminal(),
+        ) {
+            (true, false) => false,
+            (false, true) => true,
+            _ => self.updated_at < other.updated_at,
+        }
+    }
+
     /// A new PENDING task for `request`.
     pub fn new(source: Source, model_tag: String, request: UploadRequest) -> Self {
         let now = Utc::now();
@@ -395,6 +411,23 @@ mod tests {
 
     use super::*;
     use crate::store::leases::tests::{store, task};
+
+    /// An end is news after any state in flight, even one stamped later by
+    /// a node whose clock runs ahead of the database's; a finished task
+    /// never goes back to running.
+    #[test]
+    fn an_end_is_never_older_than_a_state_in_flight() {
+        let mut running = task("skew@main");
+        running.task_status = TaskStatus::Running;
+        let mut done = running.clone();
+        done.task_status = TaskStatus::Done;
+        done.updated_at = running.updated_at - chrono::Duration::seconds(3);
+        assert!(!done.is_older_than(&running));
+        assert!(running.is_older_than(&done));
+        let mut later = running.clone();
+        later.updated_at += chrono::Duration::seconds(1);
+        assert!(running.is_older_than(&later) && !later.is_older_than(&running));
+    }
 
     /// Only finished tasks of the asked statuses, source and age go; a task
     /// in flight stays whatever the filter says.

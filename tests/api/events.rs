@@ -220,8 +220,8 @@ async fn with_a_key_the_stream_asks_for_it() {
     TaskEvents::open(&keyed, &app.at("/v1/upload/events")).await;
 }
 
-/// Two nodes on one SurrealDB server: each node's stream shows the task,
-/// and the node that does not run it sees its progress move and its end.
+/// Two nodes on one SurrealDB server, a stream open on each: the node
+/// that does not run the task sees its progress move and its end.
 #[tokio::test]
 async fn the_stream_follows_a_task_that_another_node_runs() {
     let server = SurrealServer::start().await;

@@ -250,7 +250,8 @@ async fn with_two_nodes_each_notice_is_sent_once() {
         ids.push(task["id"].as_str().unwrap().to_string());
     }
     receiver.wait_for(TASKS, Duration::from_secs(60)).await;
-    // A second send of any of them would come within the claim's hold.
+    // Two nodes that both claimed a notice would both send it at once:
+    // give such a second copy time to arrive.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut announced: Vec<String> = (receiver.notices().iter())
         .map(|n| n.json()["task"]["id"].as_str().unwrap().to_string())

@@ -19,19 +19,17 @@ pub async fn pinned(name: &str, pins: &[&str], import: &str) -> PathBuf {
     }
     let building = venv.with_extension(format!("building-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&building);
-    assert!(
-        run_ok(Command::new("python3").arg("-m").arg("venv").arg(&building)).await,
-        "python3 -m venv failed"
-    );
-    assert!(
-        run_ok(
+    let built = run_ok(Command::new("python3").arg("-m").arg("venv").arg(&building)).await
+        && run_ok(
             Command::new(building.join("bin/python"))
                 .args(["-m", "pip", "install", "-q"])
-                .args(pins)
+                .args(pins),
         )
-        .await,
-        "pip install {pins:?} failed"
-    );
+        .await;
+    if !built {
+        let _ = std::fs::remove_dir_all(&building);
+        panic!("building a venv with {pins:?} failed (python3 -m venv, then pip from PyPI)");
+    }
     let _ = std::fs::remove_dir_all(&venv);
     std::fs::rename(&building, &venv).unwrap();
     venv
