@@ -36,26 +36,12 @@ fi
 echo "== build the service and the fake hub"
 cargo build --locked --quiet --bin vectorize --example fake_hub
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# Temporary folder, child processes, wait_until, free_port.
+source .ci/lib.sh
 
 # Whatever the caller's environment says about the hub, these runs use ours.
 unset HF_TOKEN HF_ENDPOINT HF_HUB_CACHE HF_HOME HF_HUB_OFFLINE VECTORIZE_API_KEY
 export HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_DISABLE_PROGRESS_BARS=1
-
-wait_until() {  # wait_until SECONDS COMMAND...: polls until COMMAND succeeds
-  local deadline=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do
-    if [ "$SECONDS" -ge "$deadline" ]; then echo "timed out waiting for: $*" >&2; return 1; fi
-    sleep 0.1
-  done
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 repo=acme/tiny-bert
 "$target/debug/examples/fake_hub" --repo "$repo" --revision main --revision v1.0 \

@@ -40,22 +40,8 @@ if [ ! -x "$venv/bin/st" ]; then
   "$venv/bin/pip" install -q "schemathesis==$version"
 fi
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_until() {  # wait_until SECONDS COMMAND...: polls until COMMAND succeeds
-  local deadline=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do
-    if [ "$SECONDS" -ge "$deadline" ]; then echo "timed out waiting for: $*" >&2; return 1; fi
-    sleep 0.1
-  done
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# Temporary folder, child processes, wait_until, free_port.
+source .ci/lib.sh
 
 cargo build --locked --quiet --bin vectorize --example fake_hub
 

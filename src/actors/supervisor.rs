@@ -215,11 +215,6 @@ impl SupervisorState {
         Ok(())
     }
 
-    /// The backoff before retry number `attempts` (1 after the first failure).
-    fn backoff(&self, attempts: u32) -> Duration {
-        backoff(self.args.retry_base, attempts)
-    }
-
     /// A worker stopped; what happens next depends on how. `failure` is why
     /// and its code, when the attempt failed.
     fn worker_exited(&mut self, id: ActorId, failure: Option<(String, FailureCode)>) {
@@ -254,7 +249,7 @@ impl SupervisorState {
         // A normal stop: the worker reported DONE or FAILED itself.
         let Some((cause, code)) = failure else { return };
         if task.attempts < MAX_ATTEMPTS {
-            let backoff = self.backoff(task.attempts);
+            let backoff = backoff(self.args.retry_base, task.attempts);
             tracing::warn!(task_id = %task.task_id, attempt = task.attempts, ?backoff, error = %cause, "attempt failed; retrying");
             self.args.fetchers.metrics.retries.inc();
             let _ = registry.cast(RegistryMsg::RetryLater {

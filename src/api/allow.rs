@@ -16,10 +16,6 @@ const PLAIN_ROUTES: &[(&str, &str)] = &[
     ("/health", "GET"),
     ("/metrics", "GET"),
     ("/openapi.json", "GET"),
-    // The dashboard (`dashboard::PATHS`).
-    ("/", "GET, HEAD"),
-    ("/dashboard/app.js", "GET, HEAD"),
-    ("/dashboard/app.css", "GET, HEAD"),
 ];
 
 /// The keys of an OpenAPI path item that are methods.
@@ -57,7 +53,12 @@ impl AllowedMethods {
             });
         let plain = PLAIN_ROUTES
             .iter()
-            .map(|(path, methods)| (path.to_string(), methods.to_string()));
+            .map(|(path, methods)| (path.to_string(), methods.to_string()))
+            .chain(
+                super::dashboard::PATHS
+                    .iter()
+                    .map(|path| (path.to_string(), "GET, HEAD".to_string())),
+            );
         let routes = documented
             .chain(plain)
             .filter(|(path, _)| !path.starts_with(MIRROR_PREFIX))

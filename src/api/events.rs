@@ -72,19 +72,27 @@ impl EventsApi {
             Some((Task::from(task), watch))
         })
         .boxed();
-        let events = EventStream::new(stream)
-            .to_event(|task| {
-                let data = serde_json::to_string(&poem_openapi::types::ToJSON::to_json(&task))
-                    .unwrap_or_default();
-                poem::web::sse::Event::message(data).event_type("task")
-            })
-            .keep_alive(KEEP_ALIVE);
-        Ok(AllTaskEvents::Ok(events))
+        Ok(AllTaskEvents::Ok(task_event_stream(stream)))
     }
 }
 
 /// How often an idle stream sends a comment line.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Tasks as server-sent events, as both event routes send them: an event
+/// `task` whose data is the task's JSON, and a comment line every
+/// `KEEP_ALIVE` while nothing changes.
+pub(super) fn task_event_stream(
+    tasks: BoxStream<'static, Task>,
+) -> EventStream<BoxStream<'static, Task>> {
+    EventStream::new(tasks)
+        .to_event(|task| {
+            let data = serde_json::to_string(&poem_openapi::types::ToJSON::to_json(&task))
+                .unwrap_or_default();
+            poem::web::sse::Event::message(data).event_type("task")
+        })
+        .keep_alive(KEEP_ALIVE)
+}
 /// How often the database is read for changes, on any node.
 const POLL: Duration = Duration::from_millis(500);
 /// The shortest gap between two progress events of one task; a change that

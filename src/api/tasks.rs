@@ -204,14 +204,7 @@ impl TasksApi {
         let stream = task_changes(actors, changes, current)
             .map(Task::from)
             .boxed();
-        let events = EventStream::new(stream)
-            .to_event(|task| {
-                let data = serde_json::to_string(&poem_openapi::types::ToJSON::to_json(&task))
-                    .unwrap_or_default();
-                poem::web::sse::Event::message(data).event_type("task")
-            })
-            .keep_alive(std::time::Duration::from_secs(15));
-        Ok(TaskEvents::Ok(events))
+        Ok(TaskEvents::Ok(super::events::task_event_stream(stream)))
     }
 }
 

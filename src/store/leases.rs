@@ -107,8 +107,9 @@ impl Store {
     pub async fn fail_interrupted(&self, max_attempts: u32) -> Result<Vec<UploadTask>, StoreError> {
         self.retrying(|| async {
             let response = self
-                .announcing_query(format!(
-                    "BEGIN TRANSACTION;
+                .announcing_query(
+                    format!(
+                        "BEGIN TRANSACTION;
                      LET $finished = (UPDATE task SET task_status = 'FAILED',
                          error_code = 'INTERRUPTED', error_msg = $message, {UNHELD},
                          finished_at = time::now(), updated_at = time::now()
@@ -118,7 +119,9 @@ impl Store {
                      {ANNOUNCE};
                      RETURN $finished;
                      COMMIT TRANSACTION;"
-                ))
+                    ),
+                    None,
+                )
                 .bind(("max_attempts", max_attempts as i64))
                 .bind((
                     "message",
@@ -245,8 +248,9 @@ impl Store {
     ) -> Result<Option<UploadTask>, StoreError> {
         self.retrying(|| async {
             let response = self
-                .announcing_query(format!(
-                    "BEGIN TRANSACTION;
+                .announcing_query(
+                    format!(
+                        "BEGIN TRANSACTION;
                      LET $finished = (UPDATE type::record('task', $id)
                          SET task_status = 'FAILED', error_msg = $message, error_code = $code,
                              {UNHELD}, finished_at = time::now(), updated_at = time::now()
@@ -254,7 +258,9 @@ impl Store {
                      {ANNOUNCE};
                      RETURN $finished;
                      COMMIT TRANSACTION;"
-                ))
+                    ),
+                    None,
+                )
                 .bind(("id", lease.task_id.to_string()))
                 .bind(("node", lease.node.clone()))
                 .bind(("epoch", lease.epoch as i64))
@@ -284,9 +290,9 @@ impl Store {
         };
         self.retrying(|| async {
             let response = self
-                .db()
-                .query(format!(
-                    "BEGIN TRANSACTION;
+                .announcing_query(
+                    format!(
+                        "BEGIN TRANSACTION;
                      LET $finished = (UPDATE type::record('task', $id)
                          SET task_status = 'DONE', model_id = $model_id, {UNHELD},
                              progress = $progress,
@@ -297,15 +303,15 @@ impl Store {
                      {ANNOUNCE};
                      RETURN $finished[0];
                      COMMIT TRANSACTION;"
-                ))
-                .bind(("outbox", self.announces()))
+                    ),
+                    Some(model),
+                )
                 .bind(("id", lease.task_id.to_string()))
                 .bind(("node", lease.node.clone()))
                 .bind(("epoch", lease.epoch as i64))
                 .bind(("progress", finished))
                 .bind(("model_id", model.model_id))
                 .bind(("model_key", model.model_id.to_string()))
-                .bind(("model", model.clone()))
                 .await?;
             let done: Option<UploadTask> = checked(response)?.take(5)?;
             done.ok_or_else(|| StoreError::Refused("the completion returned no task".into()))
@@ -319,8 +325,9 @@ impl Store {
     pub async fn cancel_task(&self, id: Uuid) -> Result<Option<UploadTask>, StoreError> {
         self.retrying(|| async {
             let response = self
-                .announcing_query(format!(
-                    "BEGIN TRANSACTION;
+                .announcing_query(
+                    format!(
+                        "BEGIN TRANSACTION;
                      LET $finished = (UPDATE type::record('task', $id)
                          SET task_status = 'CANCELLED', lease_epoch += 1, {UNHELD},
                              error_code = 'CANCELLED',
@@ -332,7 +339,9 @@ impl Store {
                      {ANNOUNCE};
                      RETURN $finished;
                      COMMIT TRANSACTION;"
-                ))
+                    ),
+                    None,
+                )
                 .bind(("id", id.to_string()))
                 .await?;
             let mut found: Vec<UploadTask> = checked(response)?.take(4)?;

@@ -278,17 +278,14 @@ impl Store {
         self
     }
 
-    pub(crate) fn announces(&self) -> bool {
-        self.announce
-    }
-
-    /// A query holding `deliveries::ANNOUNCE` for terminal writes that
-    /// register no model: it binds `$outbox` and `$model`.
-    pub(crate) fn announcing_query(&self, sql: String) -> Query<'_> {
+    /// A query holding `deliveries::ANNOUNCE` for a terminal write: it
+    /// binds `$outbox`, and `$model`, the model the write registers (DONE)
+    /// or none.
+    pub(crate) fn announcing_query(&self, sql: String, model: Option<&ModelRecord>) -> Query<'_> {
         self.db
             .query(sql)
             .bind(("outbox", self.announce))
-            .bind(("model", None::<ModelRecord>))
+            .bind(("model", model.cloned()))
     }
 
     /// Runs `write` again while it loses write conflicts to another writer,

@@ -379,15 +379,7 @@ async fn the_uploads_link_their_answer_to_the_tasks_routes() {
         .await
         .unwrap();
     let id = task["id"].as_str().unwrap();
-    let followed: Value = app
-        .client
-        .get(app.at(&format!("/v1/upload/tasks/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let followed = app.task(id).await;
     assert_eq!(followed["id"], id);
 
     let embedded = page.contains(r#""$response.body#/id""#) && page.contains("contentSchema");
