@@ -28,7 +28,7 @@ use crate::support::surreal_server::SurrealServer;
 const LEASE_MS: u64 = 1_000;
 /// Lease in the chaos test: long enough that renewals of debug builds on
 /// a machine busy with the other tests do not miss it.
-const CHAOS_LEASE_MS: u64 = 3_000;
+const CHAOS_LEASE_MS: u64 = 5_000;
 
 /// The cluster tests run one at a time: each starts a SurrealDB server and
 /// three debug builds, and on two cores several at once starve each
@@ -329,7 +329,7 @@ async fn read_events(response: reqwest::Response) -> Vec<Value> {
 
 /// 300 short tasks over three nodes while, every few seconds, a random
 /// node is killed and started again, or frozen past its lease and woken
-/// (so it wakes holding leases that others have taken over), leases 3 s. Bodies are
+/// (so it wakes holding leases that others have taken over), leases 5 s. Bodies are
 /// throttled so each task takes a few hundred milliseconds and the chaos
 /// lands on running tasks. Every task ends DONE with one model each and
 /// its files in place, no staging is left, and no task changes after it
@@ -345,7 +345,7 @@ async fn three_hundred_tasks_survive_nodes_killed_frozen_and_restarted() {
     for repo in &repos {
         cluster.hub.add_repo(repo.clone());
     }
-    cluster.hub.slow_downloads(2_000);
+    cluster.hub.slow_downloads(1_000);
     let started = Instant::now();
     let ids: Vec<String> = futures_util::stream::iter(repos.iter().enumerate())
         .map(|(i, repo)| cluster.node(i % 3).upload_hf(&repo.id))
@@ -361,13 +361,18 @@ async fn three_hundred_tasks_survive_nodes_killed_frozen_and_restarted() {
     let mut done_seen: HashMap<String, Value> = HashMap::new();
     let (mut kills, mut freezes) = (0, 0);
     let deadline = Instant::now() + Duration::from_secs(180);
+    let mut victim = rng.below(3);
     while done_seen.len() < TASKS {
         assert!(
             Instant::now() < deadline,
             "{} of {TASKS} tasks DONE after 180 s",
             done_seen.len()
         );
-        let victim = rng.below(3);
+        // Never the same node twice running: a node that comes back takes
+        // its lapsed tasks up first, and hitting it again at once would cut
+        // the same tasks again (four cuts end a task INTERRUPTED, as they
+        // should, which is not what this test is after).
+        victim = (victim + 1 + rng.below(2)) % 3;
         if rng.below(2) == 0 {
             cluster.kill9(victim);
             cluster.start_node(victim).await;
